@@ -1,0 +1,1 @@
+//! Fake peers: see `src/bin`.

@@ -1,0 +1,1 @@
+//! The scenario suite lives in `tests/scenarios.rs`.
