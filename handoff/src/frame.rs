@@ -10,7 +10,7 @@
 use std::io::{ErrorKind, Read, Write};
 
 use crate::error::{Error, Result};
-use crate::protocol::{Message, ProtoVersion};
+use crate::protocol::{HandoffId, Message, ProtoVersion, check_handoff_id};
 
 /// Bytes in a frame header: `u32` length + `u16` version.
 pub const HEADER_LEN: usize = 6;
@@ -99,6 +99,38 @@ pub fn read_message<R: Read>(r: &mut R) -> Result<(ProtoVersion, Message)> {
         });
     }
     Ok((version, decode_payload(&payload)?))
+}
+
+/// Read one frame from a socket within `timeout`, for a session in which
+/// we await `awaiting`. Timeouts become [`Error::Timeout`] and a clean end
+/// of stream [`Error::PeerClosed`], both naming `awaiting`. With `session`
+/// set (after the handshake), the frame must carry the negotiated version
+/// and, if its message has one, the session's handoff_id.
+pub fn read_frame(
+    stream: &mut std::os::unix::net::UnixStream,
+    session: Option<(ProtoVersion, HandoffId)>,
+    timeout: std::time::Duration,
+    awaiting: &'static str,
+) -> Result<(ProtoVersion, Message)> {
+    stream.set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))?;
+    let r = read_message(stream);
+    let _ = stream.set_read_timeout(None);
+    let (v, msg) = match r {
+        Ok(x) => x,
+        Err(Error::Io(e)) if crate::util::is_timeout(&e) => return Err(Error::Timeout(awaiting)),
+        Err(Error::PeerClosed(_)) => return Err(Error::PeerClosed(awaiting)),
+        Err(e) => return Err(e),
+    };
+    if let Some((version, handoff_id)) = session {
+        if v != version {
+            return Err(Error::WrongFrameVersion {
+                expected: version,
+                got: v,
+            });
+        }
+        check_handoff_id(handoff_id, &msg)?;
+    }
+    Ok((v, msg))
 }
 
 /// Read until `buf` is full or the stream ends; returns the bytes read.

@@ -1,27 +1,59 @@
-//! The incumbent side. STUB.
+//! The incumbent side: the process that serves now, holds the data-dir flock
+//! and answers supervisor sessions on its control socket.
+//!
+//! [`Incumbent::serve`] runs sessions one at a time; a supervisor that
+//! connects while a session is in progress gets `Refused` and is closed. In a
+//! session the incumbent drains, seals, releases the flock after a successful
+//! seal and *before* `SealComplete`, then waits for `Commit` (return, the
+//! caller exits) or `ResumeAfterAbort` (retake the flock, serve again).
+//! While the service's `drain`/`seal` hooks run, a heartbeat thread keeps the
+//! supervisor's liveness clock fresh; it is stopped and joined before the
+//! next protocol frame is written, so there is only ever one writer.
+//!
+//! Recovery on a lost supervisor (DESIGN.md section 5): drained but not
+//! sealed → resume; sealed → poll for the flock (`reacquire_step`); if the
+//! successor has bound the control socket path it is the incumbent and this
+//! process concedes; see [`IncumbentConfig::reacquire_window`] for the bound.
 
-use std::os::unix::net::UnixListener;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
+use crate::crash::points;
+use crate::crash_here;
 use crate::drainable::Drainable;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::frame::{read_frame, write_message};
 use crate::lock::DataDirLock;
-use crate::protocol::HandoffId;
+use crate::protocol::{
+    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name,
+};
+use crate::util::now_unix_ms;
 
-/// Timeouts of the incumbent side; defaults are the seed's values.
-#[derive(Debug, Clone)]
+/// Timeouts of the incumbent side. Defaults are the seed's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncumbentConfig {
-    /// Interval between heartbeats while `drain`/`seal` run (2 s).
+    /// Interval between heartbeats while `drain`/`seal` run. Default 2 s.
     pub heartbeat_interval: Duration,
-    /// Bound on waiting for `HelloAck` after sending `Hello` (5 s).
+    /// Bound on the wait for `HelloAck` after sending `Hello`. Default 5 s.
     pub hello_timeout: Duration,
-    /// Bound on silence from the supervisor between protocol steps (10 s).
+    /// Bound on supervisor silence between protocol steps. Default 10 s.
     pub liveness_timeout: Duration,
-    /// How long to try to retake the flock after losing the supervisor when
-    /// sealed (2 s), polling every `reacquire_step` (25 ms).
+    /// After losing the supervisor once sealed: how long to try to retake
+    /// the flock before conceding to a successor that holds it. Default 2 s.
+    /// The incumbent concedes early when the successor has already bound the
+    /// control socket path (proof it sent `Ready`), and past the window it
+    /// keeps waiting (up to the handoff's deadline) for one of the two to
+    /// happen, so a slow successor never leaves the service without a writer.
     pub reacquire_window: Duration,
-    /// Poll step for retaking the flock.
+    /// Poll step while retaking the flock. Default 25 ms.
     pub reacquire_step: Duration,
 }
 
@@ -37,16 +69,61 @@ impl Default for IncumbentConfig {
     }
 }
 
-/// How [`Incumbent::serve`] ended.
+impl IncumbentConfig {
+    /// The defaults, overridden by `HANDOFF_HEARTBEAT_MS`,
+    /// `HANDOFF_HELLO_TIMEOUT_MS`, `HANDOFF_LIVENESS_MS`,
+    /// `HANDOFF_REACQUIRE_WINDOW_MS` and `HANDOFF_REACQUIRE_STEP_MS` where
+    /// set. Lets a test harness run any service in milliseconds.
+    pub fn from_env() -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(d) = env_ms("HANDOFF_HEARTBEAT_MS")? {
+            c.heartbeat_interval = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_HELLO_TIMEOUT_MS")? {
+            c.hello_timeout = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_LIVENESS_MS")? {
+            c.liveness_timeout = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_REACQUIRE_WINDOW_MS")? {
+            c.reacquire_window = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_REACQUIRE_STEP_MS")? {
+            c.reacquire_step = d;
+        }
+        Ok(c)
+    }
+}
+
+/// Parse a millisecond duration from the environment (`None` when unset).
+pub(crate) fn env_ms(name: &str) -> Result<Option<Duration>> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0 && *ms <= 24 * 3600 * 1000)
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .ok_or_else(|| {
+                Error::Environment(format!(
+                    "{name}={v:?} must be a whole number of milliseconds between 1 and 86400000"
+                ))
+            }),
+    }
+}
+
+/// How [`Incumbent::serve`] ended. Either way the caller finishes what is
+/// left and exits 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServeOutcome {
-    /// The supervisor committed the handoff: finish what is left and exit 0.
+    /// The supervisor committed the handoff.
     Committed {
         /// The handoff.
         handoff_id: HandoffId,
     },
-    /// The supervisor vanished after the seal and the successor holds the
-    /// flock: it is the incumbent now; exit 0.
+    /// The supervisor vanished after the seal and the successor took over:
+    /// it holds the flock and has bound the control socket.
     Superseded {
         /// The handoff.
         handoff_id: HandoffId,
@@ -55,39 +132,519 @@ pub enum ServeOutcome {
 
 /// The process that serves now: holds the flock and the control socket.
 pub struct Incumbent {
-    #[allow(dead_code)]
     listener: UnixListener,
     socket_path: PathBuf,
-    #[allow(dead_code)]
+    /// Inode of our socket file, to tell when a successor has renamed its
+    /// own over the path.
+    socket_ino: u64,
     lock: Option<DataDirLock>,
-    #[allow(dead_code)]
+    /// Where the flock lives, to retake it after a seal.
+    data_dir: PathBuf,
     build_id: Vec<u8>,
-    #[allow(dead_code)]
     config: IncumbentConfig,
 }
 
 impl Incumbent {
-    /// First incumbent: bind the control socket at `socket_path` (mode 0600,
-    /// replacing a stale socket file) while holding `lock`.
-    pub fn bind_cold_start(_socket_path: &Path, _lock: DataDirLock) -> Result<Self> {
-        todo!()
+    /// First incumbent: bind the control socket at `socket_path` while
+    /// holding `lock`. The socket is created with mode 0600 under a
+    /// temporary name and renamed into place, so it is never reachable with
+    /// wider permissions. A stale socket file (nobody answers) is replaced; a
+    /// live one is an error.
+    pub fn bind_cold_start(socket_path: &Path, lock: DataDirLock) -> Result<Self> {
+        crate::crash::check_env()?;
+        if socket_path.exists() {
+            match UnixStream::connect(socket_path) {
+                Ok(_) => {
+                    return Err(Error::Protocol(format!(
+                        "control socket {} is answered by a live process; \
+                         is another incumbent running?",
+                        socket_path.display()
+                    )));
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        let (listener, temp) = bind_temporary(socket_path)?;
+        publish(&temp, socket_path)?;
+        crash_here!(points::O_AFTER_CONTROL_BOUND);
+        tracing::info!(target: events::INCUMBENT_BOUND, path = %socket_path.display(), pid = std::process::id(), "control socket bound");
+        Self::from_parts(listener, socket_path, lock)
     }
+
+    /// Assemble an incumbent from a control socket already bound at
+    /// `socket_path` (the successor's path into this role).
+    pub(crate) fn from_parts(
+        listener: UnixListener,
+        socket_path: &Path,
+        lock: DataDirLock,
+    ) -> Result<Self> {
+        let socket_ino = std::fs::symlink_metadata(socket_path)?.ino();
+        Ok(Self {
+            listener,
+            socket_path: socket_path.to_path_buf(),
+            socket_ino,
+            data_dir: lock.data_dir().to_path_buf(),
+            lock: Some(lock),
+            build_id: Vec::new(),
+            config: IncumbentConfig::default(),
+        })
+    }
+
     /// Set the build id announced in `Hello`.
     pub fn with_build_id(mut self, build_id: Vec<u8>) -> Self {
         self.build_id = build_id;
         self
     }
-    /// Override timeouts.
+
+    /// Override the timeouts.
     pub fn with_config(mut self, config: IncumbentConfig) -> Self {
         self.config = config;
         self
     }
+
     /// The control socket path.
     pub fn socket_path(&self) -> &Path {
         &self.socket_path
     }
-    /// Serve supervisor sessions one at a time until a handoff commits.
-    pub fn serve<D: Drainable>(self, _drainable: &mut D) -> Result<ServeOutcome> {
-        todo!()
+
+    /// True while this process holds the data-dir flock.
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
     }
+
+    /// Serve supervisor sessions, one at a time, until a handoff commits or
+    /// a successor supersedes this process. Sessions that fail (a protocol
+    /// error, a lost or silent supervisor, an aborted handoff) leave the
+    /// service serving with the flock, and the next session is accepted.
+    pub fn serve<D: Drainable>(mut self, drainable: &mut D) -> Result<ServeOutcome> {
+        let listener = Arc::new(self.listener.try_clone()?);
+        let busy = Arc::new(AtomicBool::new(false));
+        let current: Arc<Mutex<Option<HandoffId>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::sync_channel::<UnixStream>(0);
+        let acceptor = {
+            let listener = Arc::clone(&listener);
+            let busy = Arc::clone(&busy);
+            let current = Arc::clone(&current);
+            let version = PROTO_MAX;
+            thread::Builder::new()
+                .name("handoff-control".into())
+                .spawn(move || accept_loop(&listener, &busy, &current, version, tx))?
+        };
+
+        let result = loop {
+            let Ok(stream) = rx.recv() else {
+                break Err(Error::Protocol(
+                    "control socket acceptor stopped unexpectedly".into(),
+                ));
+            };
+            let end = self.session(stream, drainable, &current);
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            busy.store(false, Ordering::SeqCst);
+            match end {
+                SessionEnd::Continue => continue,
+                SessionEnd::Done(outcome) => break Ok(outcome),
+            }
+        };
+
+        // Stop the acceptor: shutting the listening socket down makes a
+        // blocked accept(2) return.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&*listener),
+            nix::sys::socket::Shutdown::Both,
+        );
+        drop(rx);
+        let _ = acceptor.join();
+        result
+    }
+
+    /// One supervisor session. Whatever happens, on return the service is
+    /// either serving with the flock (`Continue`) or handed off (`Done`).
+    fn session<D: Drainable>(
+        &mut self,
+        mut stream: UnixStream,
+        drainable: &mut D,
+        current: &Mutex<Option<HandoffId>>,
+    ) -> SessionEnd {
+        let mut s = Session {
+            handoff_id: None,
+            drained: false,
+            sealed: false,
+            deadline: None,
+        };
+        let result = self.run_session(&mut stream, drainable, &mut s, current);
+        match result {
+            Ok(end) => end,
+            Err(e) => {
+                let id = s.handoff_id.map(|i| i.to_string()).unwrap_or_default();
+                if matches!(e, Error::PeerClosed(_)) || e.is_timeout() || matches!(e, Error::Io(_))
+                {
+                    tracing::warn!(target: events::INCUMBENT_SUPERVISOR_LOST, handoff_id = %id, error = %e, drained = s.drained, sealed = s.sealed, "lost the supervisor");
+                } else {
+                    tracing::warn!(target: events::INCUMBENT_PROTOCOL_ERROR, handoff_id = %id, error = %e, drained = s.drained, sealed = s.sealed, "session ended on a protocol error");
+                }
+                drop(stream);
+                self.recover(drainable, &s)
+            }
+        }
+    }
+
+    fn run_session<D: Drainable>(
+        &mut self,
+        stream: &mut UnixStream,
+        drainable: &mut D,
+        s: &mut Session,
+        current: &Mutex<Option<HandoffId>>,
+    ) -> Result<SessionEnd> {
+        let cfg = self.config.clone();
+        // Hello → HelloAck. Hello goes out at our highest version; its shape
+        // is the same in every version.
+        write_message(
+            stream,
+            PROTO_MAX,
+            &Message::Hello {
+                role: Side::Incumbent,
+                pid: std::process::id(),
+                build_id: self.build_id.clone(),
+                proto_min: PROTO_MIN,
+                proto_max: PROTO_MAX,
+                capabilities: Vec::new(),
+            },
+        )?;
+        crash_here!(points::O_AFTER_HELLO_SENT);
+        let (version, handoff_id) = match read_frame(stream, None, cfg.hello_timeout, "HelloAck") {
+            Ok((
+                _,
+                Message::HelloAck {
+                    proto_version_chosen,
+                    handoff_id,
+                },
+            )) => (proto_version_chosen, handoff_id),
+            Ok((_, other)) => {
+                return Err(Error::UnexpectedMessage {
+                    expected: "HelloAck",
+                    got: short_name(&other),
+                });
+            }
+            // A supervisor that connects and leaves (a probe) ends the
+            // session quietly.
+            Err(Error::PeerClosed(_)) => return Ok(SessionEnd::Continue),
+            Err(e) => return Err(e),
+        };
+        if !(PROTO_MIN..=PROTO_MAX).contains(&version) {
+            return Err(Error::VersionMismatch {
+                ours_min: PROTO_MIN,
+                ours_max: PROTO_MAX,
+                theirs_min: version,
+                theirs_max: version,
+            });
+        }
+        crash_here!(points::O_AFTER_HELLO_ACK_RECV);
+        s.handoff_id = Some(handoff_id);
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handoff_id);
+        tracing::info!(target: events::INCUMBENT_SESSION, %handoff_id, proto_version = version, "supervisor session");
+        let read = |stream: &mut UnixStream, timeout, awaiting| {
+            read_frame(stream, Some((version, handoff_id)), timeout, awaiting)
+        };
+
+        // PrepareHandoff → drain → Drained.
+        let (deadline_ms, drain_grace_ms) =
+            match read(stream, cfg.liveness_timeout, "PrepareHandoff") {
+                Ok((
+                    _,
+                    Message::PrepareHandoff {
+                        deadline_ms,
+                        drain_grace_ms,
+                        ..
+                    },
+                )) => (deadline_ms, drain_grace_ms),
+                Ok((_, other)) => return Err(reject(other, "PrepareHandoff")),
+                Err(Error::PeerClosed(_)) => return Ok(SessionEnd::Continue),
+                Err(e) => return Err(e),
+            };
+        crash_here!(points::O_AFTER_PREPARE_RECV);
+        let prepared_at = Instant::now();
+        s.deadline = Some(prepared_at + Duration::from_millis(deadline_ms));
+        let drain_deadline = prepared_at + Duration::from_millis(drain_grace_ms.min(deadline_ms));
+        tracing::info!(target: events::INCUMBENT_DRAIN, %handoff_id, drain_grace_ms, deadline_ms, "draining");
+        s.drained = true;
+        let report = with_heartbeats(stream, version, cfg.heartbeat_interval, || {
+            drainable.drain(drain_deadline)
+        })?;
+        crash_here!(points::O_AFTER_DRAIN);
+        write_message(
+            stream,
+            version,
+            &Message::Drained {
+                open_conns_remaining: report.open_conns_remaining,
+                accept_closed: report.accept_closed,
+            },
+        )?;
+        tracing::info!(target: events::INCUMBENT_DRAINED, %handoff_id, open_conns_remaining = report.open_conns_remaining, accept_closed = report.accept_closed, "drained");
+        crash_here!(points::O_AFTER_DRAINED_SENT);
+
+        // SealRequest → seal → release flock → SealComplete.
+        match read(stream, cfg.liveness_timeout, "SealRequest")? {
+            (_, Message::SealRequest { .. }) => {}
+            (_, Message::ResumeAfterAbort { .. }) => {
+                // Harmless before the seal: resume.
+                return Ok(self.recover(drainable, s));
+            }
+            (_, other) => return Err(reject(other, "SealRequest")),
+        }
+        crash_here!(points::O_AFTER_SEAL_REQUEST_RECV);
+        tracing::info!(target: events::INCUMBENT_SEAL, %handoff_id, "sealing");
+        let sealed = with_heartbeats(stream, version, cfg.heartbeat_interval, || drainable.seal())?;
+        let report = match sealed {
+            Ok(report) => report,
+            Err(seal_error) => {
+                // Keep the flock, tell the supervisor, serve again at once.
+                write_message(
+                    stream,
+                    version,
+                    &Message::SealFailed {
+                        handoff_id,
+                        error: seal_error.error.clone(),
+                        partial_state: seal_error.partial_state.clone(),
+                    },
+                )?;
+                crash_here!(points::O_AFTER_SEAL_FAILED_SENT);
+                tracing::warn!(target: events::INCUMBENT_SEAL_FAILED, %handoff_id, error = %seal_error, "seal failed; keeping the flock and resuming");
+                drainable.resume_after_abort();
+                tracing::info!(target: events::INCUMBENT_RESUME, %handoff_id, cause = "seal_failed", "serving again");
+                return Ok(SessionEnd::Continue);
+            }
+        };
+        crash_here!(points::O_AFTER_SEAL);
+        // The seal made every acknowledged write durable: only now may the
+        // writer role go.
+        s.sealed = true;
+        if let Some(lock) = self.lock.take() {
+            lock.release();
+        }
+        tracing::info!(target: events::INCUMBENT_FLOCK_RELEASED, %handoff_id, "flock released");
+        crash_here!(points::O_AFTER_FLOCK_RELEASED);
+        write_message(
+            stream,
+            version,
+            &Message::SealComplete {
+                handoff_id,
+                last_revision_per_shard: report.last_revision_per_shard,
+                data_dir_fingerprint: report.data_dir_fingerprint,
+            },
+        )?;
+        tracing::info!(target: events::INCUMBENT_SEAL_COMPLETE, %handoff_id, "seal complete sent");
+        crash_here!(points::O_AFTER_SEAL_COMPLETE_SENT);
+
+        // Commit or ResumeAfterAbort. The supervisor waits for Ready up to
+        // the deadline plus slack; wait a liveness period past that.
+        let wait = s
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+            + cfg.liveness_timeout;
+        match read(stream, wait, "Commit")? {
+            (_, Message::Commit { .. }) => {
+                crash_here!(points::O_AFTER_COMMIT_RECV);
+                tracing::info!(target: events::INCUMBENT_COMMIT, %handoff_id, "committed; exiting");
+                Ok(SessionEnd::Done(ServeOutcome::Committed { handoff_id }))
+            }
+            (_, Message::ResumeAfterAbort { .. }) => {
+                crash_here!(points::O_AFTER_RESUME_RECV);
+                Ok(self.recover(drainable, s))
+            }
+            (_, other) => Err(reject(other, "Commit or ResumeAfterAbort")),
+        }
+    }
+
+    /// Put the service back in charge after a session that did not commit:
+    /// retake the flock if the seal released it (or concede to a successor
+    /// that holds it and has bound the control socket), then resume.
+    fn recover<D: Drainable>(&mut self, drainable: &mut D, s: &Session) -> SessionEnd {
+        let handoff_id = s.handoff_id.unwrap_or(HandoffId::nil());
+        if !s.drained {
+            return SessionEnd::Continue;
+        }
+        if self.lock.is_none() {
+            match self.retake_lock(s) {
+                Retake::Taken => {
+                    tracing::info!(target: events::INCUMBENT_FLOCK_REACQUIRED, %handoff_id, "flock reacquired");
+                    crash_here!(points::O_AFTER_FLOCK_REACQUIRED);
+                }
+                Retake::Superseded => {
+                    tracing::warn!(target: events::INCUMBENT_SUPERSEDED, %handoff_id, "the successor holds the flock and the control socket; it is the incumbent, exiting");
+                    return SessionEnd::Done(ServeOutcome::Superseded { handoff_id });
+                }
+            }
+        }
+        drainable.resume_after_abort();
+        tracing::info!(target: events::INCUMBENT_RESUME, %handoff_id, sealed = s.sealed, "serving again");
+        SessionEnd::Continue
+    }
+
+    /// Poll for the flock every `reacquire_step`. Concede when the control
+    /// socket path has been rebound by another process while the flock stays
+    /// held, or when the flock is still held once both the reacquire window
+    /// and the handoff's deadline have passed.
+    fn retake_lock(&mut self, s: &Session) -> Retake {
+        let data_dir = self.data_dir.clone();
+        let started = Instant::now();
+        let window_end = started + self.config.reacquire_window;
+        let give_up_at = s.deadline.map_or(window_end, |d| d.max(window_end));
+        loop {
+            match DataDirLock::acquire(&data_dir) {
+                Ok(lock) => {
+                    self.lock = Some(lock);
+                    return Retake::Taken;
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    if self.path_rebound() || now >= give_up_at {
+                        tracing::debug!(error = %e, "flock still held by the successor");
+                        return Retake::Superseded;
+                    }
+                }
+            }
+            thread::sleep(self.config.reacquire_step);
+        }
+    }
+
+    fn path_rebound(&self) -> bool {
+        match std::fs::symlink_metadata(&self.socket_path) {
+            Ok(m) => m.ino() != self.socket_ino,
+            Err(_) => false,
+        }
+    }
+}
+
+enum Retake {
+    Taken,
+    Superseded,
+}
+
+struct Session {
+    handoff_id: Option<HandoffId>,
+    drained: bool,
+    sealed: bool,
+    deadline: Option<Instant>,
+}
+
+enum SessionEnd {
+    Continue,
+    Done(ServeOutcome),
+}
+
+fn reject(other: Message, expected: &'static str) -> Error {
+    match other {
+        Message::Commit { .. } => Error::Protocol(format!(
+            "Commit before SealComplete is rejected (awaiting {expected})"
+        )),
+        other => Error::UnexpectedMessage {
+            expected,
+            got: short_name(&other),
+        },
+    }
+}
+
+/// Run `f` while a second thread writes a `Heartbeat` every `interval`. The
+/// heartbeat thread is stopped and joined before this returns, so the caller
+/// is again the socket's only writer.
+fn with_heartbeats<T>(
+    stream: &UnixStream,
+    version: ProtoVersion,
+    interval: Duration,
+    f: impl FnOnce() -> T,
+) -> Result<T> {
+    let mut writer = stream.try_clone()?;
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    Ok(thread::scope(|scope| {
+        scope.spawn(move || {
+            loop {
+                match stop_rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        let hb = Message::Heartbeat {
+                            ts_ms: now_unix_ms(),
+                        };
+                        if write_message(&mut writer, version, &hb).is_err() {
+                            // The supervisor is gone; the session's next read
+                            // will say so.
+                            break;
+                        }
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        let out = f();
+        drop(stop_tx);
+        out
+    }))
+}
+
+/// Accept supervisor connections; hand one at a time to the session loop and
+/// refuse the rest while it is busy.
+fn accept_loop(
+    listener: &UnixListener,
+    busy: &AtomicBool,
+    current: &Mutex<Option<HandoffId>>,
+    version: ProtoVersion,
+    tx: mpsc::SyncSender<UnixStream>,
+) {
+    loop {
+        let mut stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                tracing::warn!(error = %e, "control socket accept failed; retrying");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            // Shut down (serve is returning) or broken: stop.
+            Err(_) => return,
+        };
+        if busy.swap(true, Ordering::SeqCst) {
+            let reason = match *current.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(id) => format!("another supervisor is driving handoff {id}; retry when it ends"),
+                None => "another supervisor session is in progress; retry when it ends".to_string(),
+            };
+            tracing::warn!(target: events::INCUMBENT_REFUSED, reason = %reason, "refused a second supervisor");
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+            let _ = write_message(&mut stream, version, &Message::Refused { reason });
+            continue;
+        }
+        if tx.send(stream).is_err() {
+            return;
+        }
+    }
+}
+
+/// Bind a Unix listener under a temporary name next to `path`, with mode
+/// 0600 set before anything can reach it by the final name.
+pub(crate) fn bind_temporary(path: &Path) -> Result<(UnixListener, PathBuf)> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Protocol(format!("{} is not a socket path", path.display())))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".tmp.{}", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let listener = UnixListener::bind(&temp)?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, temp))
+}
+
+/// Move a socket bound by [`bind_temporary`] onto its final path (atomic
+/// replace of whatever was there).
+pub(crate) fn publish(temp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(temp, path).map_err(|e| {
+        let _ = std::fs::remove_file(temp);
+        Error::Io(e)
+    })
 }

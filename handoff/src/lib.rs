@@ -21,6 +21,8 @@ pub use state::{Phase, StateJournal};
 pub mod incumbent;
 pub mod successor;
 pub use incumbent::{Incumbent, IncumbentConfig, ServeOutcome};
-pub use successor::{BegunSuccessor, HandshookSuccessor, Readiness, Role, Successor, detect_role};
+pub use successor::{
+    BegunSuccessor, HandshookSuccessor, Readiness, Role, Successor, SuccessorConfig, detect_role,
+};
 pub mod supervisor;
 pub use supervisor::{HandoffOutcome, SpawnSpec, Supervisor, SupervisorTimeouts};

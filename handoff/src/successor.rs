@@ -1,89 +1,373 @@
-//! Role detection and the successor side. STUB.
+//! Role detection and the successor side, as a chain of types so an
+//! out-of-order step does not compile:
+//!
+//! ```text
+//! detect_role() -> Role::Successor(Successor)
+//!   .handshake(build_id)        -> HandshookSuccessor   (Hello / HelloAck)
+//!   .wait_for_begin()           -> BegunSuccessor       (Begin)
+//!   .take_listener(..), .acquire_lock(..)
+//!   .announce_and_bind(..)      -> Incumbent            (Ready, then bind)
+//! ```
+//!
+//! `announce_and_bind` binds the control socket under a temporary name,
+//! sends `Ready`, and only then renames the socket over the control path: an
+//! abort before `Ready` never leaves the path pointing at a dead successor.
+//! If the supervisor is gone before `Ready`, every step returns an error and
+//! the flock the caller took is released when the caller drops it (the
+//! caller then exits).
 
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::error::Result;
-use crate::incumbent::Incumbent;
+use crate::crash::points;
+use crate::crash_here;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::fd;
+use crate::frame::{read_frame, write_message};
+use crate::incumbent::{Incumbent, IncumbentConfig, bind_temporary, env_ms, publish};
 use crate::lock::DataDirLock;
-use crate::protocol::HandoffId;
+use crate::protocol::{
+    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name,
+};
 
 /// What this process is, per its environment.
 pub enum Role {
-    /// Not spawned by a supervisor for a handoff: start from scratch, with
-    /// any listeners inherited through `LISTEN_FDS` (socket activation).
+    /// Not spawned for a handoff: start from scratch, with any listeners
+    /// inherited through `LISTEN_FDS` (socket activation, or a supervisor's
+    /// cold start).
     ColdStart {
-        /// Inherited listeners by name.
+        /// Inherited listeners, by name, in FD order.
         listeners: Vec<(String, TcpListener)>,
     },
-    /// Spawned by a supervisor to take over.
+    /// Spawned by a supervisor to take over from the incumbent.
     Successor(Successor),
 }
 
-/// Read and clear the handoff environment.
+/// Read the handoff environment (`HANDOFF_ROLE`, `HANDOFF_SOCK_FD`,
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`), take the FDs it names, and
+/// clear it so children do not inherit it. Call at start-up, before
+/// spawning threads. Also validates `HANDOFF_CRASH_AT`.
 pub fn detect_role() -> Result<Role> {
-    todo!()
+    crate::crash::check_env()?;
+    let (listeners, sock) = fd::take_handoff_env()?;
+    match sock {
+        None => Ok(Role::ColdStart {
+            listeners: listeners
+                .into_iter()
+                .map(|(name, fd)| (name, TcpListener::from(fd)))
+                .collect(),
+        }),
+        Some(sock) => Ok(Role::Successor(Successor {
+            stream: UnixStream::from(sock),
+            listeners: listeners.into_iter().map(|(n, f)| (n, Some(f))).collect(),
+            config: SuccessorConfig::from_env()?,
+        })),
+    }
 }
 
-/// What N tells S in `Ready`.
+/// Timeouts of the successor side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuccessorConfig {
+    /// Bound on the wait for `HelloAck`. Default 5 s.
+    pub hello_timeout: Duration,
+    /// Bound on the wait for `Begin` (the incumbent drains and seals first).
+    /// Default 301 s: the supervisor's default deadline plus its wire slack.
+    /// A supervisor that dies is seen at once as end-of-stream.
+    pub begin_timeout: Duration,
+    /// Bound on taking the flock after `Begin` (the incumbent released it
+    /// before `SealComplete`, so this is normally instant). Default 2 s.
+    pub lock_timeout: Duration,
+}
+
+impl Default for SuccessorConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(5),
+            begin_timeout: Duration::from_secs(301),
+            lock_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl SuccessorConfig {
+    /// The defaults, overridden by `HANDOFF_HELLO_TIMEOUT_MS`,
+    /// `HANDOFF_BEGIN_TIMEOUT_MS` and `HANDOFF_LOCK_TIMEOUT_MS` where set.
+    pub fn from_env() -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(d) = env_ms("HANDOFF_HELLO_TIMEOUT_MS")? {
+            c.hello_timeout = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_BEGIN_TIMEOUT_MS")? {
+            c.begin_timeout = d;
+        }
+        if let Some(d) = env_ms("HANDOFF_LOCK_TIMEOUT_MS")? {
+            c.lock_timeout = d;
+        }
+        Ok(c)
+    }
+}
+
+/// What the successor tells the supervisor in `Ready`.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    /// N's own health check.
+    /// The successor's own health check passed.
     pub healthz_ok: bool,
-    /// Revision of each shard N opened.
+    /// Revision of each shard it opened.
     pub advertised_revision_per_shard: Vec<u64>,
 }
 
 /// A successor before its handshake.
-pub struct Successor {}
-/// A successor that has exchanged Hello/HelloAck.
-pub struct HandshookSuccessor {}
-/// A successor that received `Begin`.
-pub struct BegunSuccessor {}
+pub struct Successor {
+    stream: UnixStream,
+    listeners: Vec<(String, Option<OwnedFd>)>,
+    config: SuccessorConfig,
+}
+
+/// A successor that has exchanged Hello/HelloAck: it may warm up (load
+/// state that needs no flock, open connections) before `Begin`.
+pub struct HandshookSuccessor {
+    inner: Successor,
+    version: ProtoVersion,
+    handoff_id: HandoffId,
+    build_id: Vec<u8>,
+}
+
+/// A successor told to take over: take the listeners, the flock, open the
+/// sealed state, then announce readiness.
+pub struct BegunSuccessor {
+    inner: Successor,
+    version: ProtoVersion,
+    handoff_id: HandoffId,
+    build_id: Vec<u8>,
+}
 
 impl Successor {
-    /// Send `Hello`, read `HelloAck`.
-    pub fn handshake(self, _build_id: Vec<u8>) -> Result<HandshookSuccessor> {
-        todo!()
+    /// Override the timeouts.
+    pub fn with_config(mut self, config: SuccessorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Names of the inherited listeners, in FD order.
+    pub fn listener_names(&self) -> Vec<String> {
+        self.listeners.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Send `Hello` with this process's pid, read `HelloAck`.
+    pub fn handshake(mut self, build_id: Vec<u8>) -> Result<HandshookSuccessor> {
+        let sent = write_message(
+            &mut self.stream,
+            PROTO_MAX,
+            &Message::Hello {
+                role: Side::Successor,
+                pid: std::process::id(),
+                build_id: build_id.clone(),
+                proto_min: PROTO_MIN,
+                proto_max: PROTO_MAX,
+                capabilities: Vec::new(),
+            },
+        );
+        lost_if_err(sent, None)?;
+        crash_here!(points::N_AFTER_HELLO_SENT);
+        let timeout = self.config.hello_timeout;
+        let (version, handoff_id) = match lost_if_err(
+            read_frame(&mut self.stream, None, timeout, "HelloAck"),
+            None,
+        )?
+        .1
+        {
+            Message::HelloAck {
+                proto_version_chosen,
+                handoff_id,
+            } => (proto_version_chosen, handoff_id),
+            other => {
+                return Err(Error::UnexpectedMessage {
+                    expected: "HelloAck",
+                    got: short_name(&other),
+                });
+            }
+        };
+        if !(PROTO_MIN..=PROTO_MAX).contains(&version) {
+            return Err(Error::VersionMismatch {
+                ours_min: PROTO_MIN,
+                ours_max: PROTO_MAX,
+                theirs_min: version,
+                theirs_max: version,
+            });
+        }
+        crash_here!(points::N_AFTER_HELLO_ACK_RECV);
+        tracing::info!(target: events::SUCCESSOR_HELLO, %handoff_id, proto_version = version, "handshake done");
+        Ok(HandshookSuccessor {
+            inner: self,
+            version,
+            handoff_id,
+            build_id,
+        })
     }
 }
 
 impl HandshookSuccessor {
-    /// The handoff.
+    /// The handoff this successor belongs to.
     pub fn handoff_id(&self) -> HandoffId {
-        todo!()
+        self.handoff_id
     }
-    /// Borrow an inherited listener (for warm-up before `Begin`).
-    pub fn listener(&self, _name: &str) -> Option<&TcpListener> {
-        todo!()
+
+    /// Borrow an inherited listener's FD for warm-up (do not accept on it
+    /// before `Begin`: the incumbent still serves).
+    pub fn listener_fd(&self, name: &str) -> Option<&OwnedFd> {
+        self.inner
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, f)| f.as_ref())
     }
-    /// Wait for `Begin` (or `Abort`, an error).
-    pub fn wait_for_begin(self) -> Result<BegunSuccessor> {
-        todo!()
+
+    /// Wait for `Begin`. `Abort` is [`Error::Aborted`]; a vanished
+    /// supervisor is [`Error::PeerClosed`]; silence past
+    /// [`SuccessorConfig::begin_timeout`] is [`Error::Timeout`].
+    pub fn wait_for_begin(mut self) -> Result<BegunSuccessor> {
+        let id = self.handoff_id;
+        let timeout = self.inner.config.begin_timeout;
+        let msg = lost_if_err(
+            read_frame(
+                &mut self.inner.stream,
+                Some((self.version, id)),
+                timeout,
+                "Begin",
+            ),
+            Some(id),
+        )?
+        .1;
+        match msg {
+            Message::Begin { .. } => {}
+            Message::Abort { reason, .. } => {
+                tracing::warn!(target: events::SUCCESSOR_ABORTED, handoff_id = %id, reason = %reason, "aborted before Begin");
+                return Err(Error::Aborted(reason));
+            }
+            other => {
+                return Err(Error::UnexpectedMessage {
+                    expected: "Begin",
+                    got: short_name(&other),
+                });
+            }
+        }
+        crash_here!(points::N_AFTER_BEGIN_RECV);
+        tracing::info!(target: events::SUCCESSOR_BEGIN, handoff_id = %id, "begin");
+        Ok(BegunSuccessor {
+            inner: self.inner,
+            version: self.version,
+            handoff_id: id,
+            build_id: self.build_id,
+        })
     }
 }
 
 impl BegunSuccessor {
-    /// Take an inherited listener.
-    pub fn take_listener(&mut self, _name: &str) -> Result<TcpListener> {
-        todo!()
+    /// The handoff this successor belongs to.
+    pub fn handoff_id(&self) -> HandoffId {
+        self.handoff_id
     }
-    /// Take the data-dir flock the incumbent released.
-    pub fn acquire_lock(&self, _data_dir: &Path) -> Result<DataDirLock> {
-        todo!()
+
+    /// Names of the inherited listeners, in FD order.
+    pub fn listener_names(&self) -> Vec<String> {
+        self.inner.listener_names()
     }
-    /// Send `Ready` without taking the control socket.
-    pub fn announce_ready(self, _readiness: Readiness) -> Result<()> {
-        todo!()
+
+    /// Take an inherited TCP listener by name.
+    pub fn take_listener(&mut self, name: &str) -> Result<TcpListener> {
+        self.take_listener_fd(name).map(TcpListener::from)
     }
-    /// Bind the control socket under a temporary name, send `Ready`, rename
-    /// it over `socket_path`: become the incumbent.
+
+    /// Take an inherited listener's FD by name (for non-TCP listeners).
+    pub fn take_listener_fd(&mut self, name: &str) -> Result<OwnedFd> {
+        let available = self.listener_names();
+        self.inner
+            .listeners
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, f)| f.take())
+            .ok_or_else(|| Error::NoSuchListener {
+                name: name.to_string(),
+                available,
+            })
+    }
+
+    /// Take the data-dir flock the incumbent released before `SealComplete`
+    /// (bounded by [`SuccessorConfig::lock_timeout`]).
+    pub fn acquire_lock(&self, data_dir: &Path) -> Result<DataDirLock> {
+        let lock = DataDirLock::acquire_within(
+            data_dir,
+            self.inner.config.lock_timeout,
+            Duration::from_millis(5),
+        )?;
+        crash_here!(points::N_AFTER_FLOCK_TAKEN);
+        tracing::info!(target: events::SUCCESSOR_FLOCK_TAKEN, handoff_id = %self.handoff_id, "flock taken");
+        Ok(lock)
+    }
+
+    fn send_ready(&mut self, readiness: Readiness) -> Result<()> {
+        let id = self.handoff_id;
+        let listening_on = self.listener_names();
+        let sent = write_message(
+            &mut self.inner.stream,
+            self.version,
+            &Message::Ready {
+                handoff_id: id,
+                listening_on,
+                healthz_ok: readiness.healthz_ok,
+                advertised_revision_per_shard: readiness.advertised_revision_per_shard,
+            },
+        );
+        lost_if_err(sent, Some(id))?;
+        crash_here!(points::N_AFTER_READY_SENT);
+        tracing::info!(target: events::SUCCESSOR_READY, handoff_id = %id, "ready sent");
+        Ok(())
+    }
+
+    /// Send `Ready` without taking over the control socket (for services
+    /// that are never handed off again). After `Ready` this process is the
+    /// incumbent.
+    pub fn announce_ready(mut self, readiness: Readiness) -> Result<()> {
+        self.send_ready(readiness)
+    }
+
+    /// Bind the control socket under a temporary name (mode 0600), send
+    /// `Ready`, then rename the socket over `socket_path`: from here on this
+    /// process is the incumbent and answers the next supervisor. `lock` is
+    /// the flock from [`BegunSuccessor::acquire_lock`].
     pub fn announce_and_bind(
-        self,
-        _readiness: Readiness,
-        _socket_path: &Path,
-        _lock: DataDirLock,
+        mut self,
+        readiness: Readiness,
+        socket_path: &Path,
+        lock: DataDirLock,
     ) -> Result<Incumbent> {
-        todo!()
+        let (listener, temp) = bind_temporary(socket_path)?;
+        crash_here!(points::N_AFTER_TEMP_BOUND);
+        if let Err(e) = self.send_ready(readiness) {
+            let _ = std::fs::remove_file(&temp);
+            drop(lock);
+            return Err(e);
+        }
+        publish(&temp, socket_path)?;
+        crash_here!(points::N_AFTER_CONTROL_BOUND);
+        tracing::info!(target: events::SUCCESSOR_BOUND, handoff_id = %self.handoff_id, path = %socket_path.display(), "control socket bound: incumbent now");
+        Ok(Incumbent::from_parts(listener, socket_path, lock)?
+            .with_build_id(self.build_id)
+            .with_config(IncumbentConfig::from_env()?))
     }
+}
+
+/// Log a lost supervisor (before `Ready`) and pass the error on.
+fn lost_if_err<T>(r: Result<T>, id: Option<HandoffId>) -> Result<T> {
+    if let Err(e) = &r
+        && (matches!(e, Error::PeerClosed(_) | Error::Io(_)) || e.is_timeout())
+    {
+        let id = id.map(|i| i.to_string()).unwrap_or_default();
+        tracing::warn!(target: events::SUCCESSOR_SUPERVISOR_LOST, handoff_id = %id, error = %e, "lost the supervisor before Ready; giving up");
+    }
+    r
 }

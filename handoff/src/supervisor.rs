@@ -1,26 +1,57 @@
-//! Supervisor side. STUB.
+//! Supervisor side: spawn the successor, drive the protocol, handle abort and
+//! resume, journal every phase.
+//!
+//! This module is sync: run [`Supervisor::perform_handoff`] on any thread. It
+//! follows the original design (`seeds/supervisor.rs`) step for step — the
+//! same phases, messages, timeouts, child guard, journal writes and crash
+//! points — with these differences, each deliberate:
+//!
+//! - the journal's `incumbent_pid` is the incumbent's pid from its `Hello`
+//!   (the seed recorded the supervisor's own pid);
+//! - every timeout is configurable through [`SupervisorTimeouts`] (the seed's
+//!   values are the defaults) so tests drive hung peers in milliseconds;
+//! - every frame after `HelloAck` must carry the negotiated version and the
+//!   session's handoff_id;
+//! - `resume_from_journal` survives a corrupt journal and waits (bounded) for
+//!   the incumbent to answer instead of probing once.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
-use crate::protocol::HandoffId;
-use crate::state::StateJournal;
+use crate::crash::points;
+use crate::crash_here;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::fd::pass_listener_fds_on_spawn;
+use crate::frame::{read_message, write_message};
+use crate::protocol::{
+    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, check_handoff_id,
+    negotiate_version, short_name,
+};
+use crate::state::{Phase, StateJournal};
+use crate::util::{is_timeout, now_unix_ms};
 
-/// Timeouts of the supervisor side; defaults are the seed's values.
-#[derive(Debug, Clone)]
+/// Timeouts of the supervisor side. The defaults are the seed's values; tests
+/// shrink them to milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SupervisorTimeouts {
-    /// Per-read liveness bound, reset by any frame (10 s).
+    /// Maximum wait on any one read from a peer before declaring it dead.
+    /// Every frame, heartbeats included, resets it. Default 10 s (five
+    /// heartbeat intervals).
     pub liveness: Duration,
-    /// Bound on a peer's `Hello` (5 s).
+    /// Bound on a peer's first frame, `Hello`. Default 5 s.
     pub hello_read: Duration,
-    /// Slack past a cap for replies already on the wire (1 s).
+    /// Slack added past a cap for a reply already on the wire when the cap
+    /// expires. Default 1 s.
     pub wire_slack: Duration,
-    /// Floor for any read timeout (100 ms).
+    /// Floor for any read timeout. Default 100 ms.
     pub min_read: Duration,
-    /// Bound on `resume_from_journal`'s wait for the incumbent to answer (5 s).
+    /// Bound on `resume_from_journal`'s wait for the incumbent to answer.
+    /// Default 5 s.
     pub probe: Duration,
 }
 
@@ -36,29 +67,45 @@ impl Default for SupervisorTimeouts {
     }
 }
 
-/// One supervised service.
+/// One supervised service: the incumbent's control socket, the listeners the
+/// successor inherits, the journal.
 pub struct Supervisor {
-    #[allow(dead_code)]
     socket_path: PathBuf,
+    /// Listener FDs the successor inherits, keyed by logical name, in
+    /// insertion order so FD assignment is stable across spawns.
+    listener_fds: Vec<(String, RawFd)>,
+    journal_path: Option<PathBuf>,
+    build_id: Vec<u8>,
+    timeouts: SupervisorTimeouts,
+    /// At most one in-flight handoff per service.
+    in_flight: Mutex<()>,
 }
 
-/// How to start a process (successor or cold-start incumbent).
+/// How to start a process: the successor of a handoff, or the first
+/// incumbent of a cold start.
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
-    /// The binary.
+    /// The binary to run.
     pub binary: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Extra environment.
+    /// Extra environment for the child, on top of the inherited one (the
+    /// handoff envelope — `HANDOFF_*`, `LISTEN_*` — is set by the library and
+    /// never inherited).
     pub env: Vec<(String, String)>,
-    /// Cap on the whole handoff (300 s).
+    /// Wall-clock cap on the whole handoff, from `perform_handoff` through the
+    /// `Commit` send. Reads for `SealComplete` and `Ready` may run up to
+    /// `wire_slack` past it. Tune to `p99(drain) + p99(seal) + 30 s`.
+    /// Default: 5 minutes.
     pub deadline: Duration,
-    /// Cap on the drain (60 s).
+    /// Cap on the drain phase; the read for `Drained` may run up to
+    /// `wire_slack` past it. Default: 60 seconds.
     pub drain_grace: Duration,
 }
 
 impl SpawnSpec {
-    /// Defaults: 300 s deadline, 60 s drain grace.
+    /// A spec for `binary` with the recommended defaults: 5 minute
+    /// `deadline`, 60 second `drain_grace`, no extra args or env.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
@@ -70,52 +117,683 @@ impl SpawnSpec {
     }
 }
 
-/// How a handoff ended.
+/// How a handoff ended (when it did not end in an error).
 #[derive(Debug)]
 pub struct HandoffOutcome {
     /// The handoff.
     pub handoff_id: HandoffId,
-    /// Whether N is now the incumbent.
+    /// True when the successor is the incumbent now.
     pub committed: bool,
-    /// Why not, when not.
+    /// Why the handoff was aborted, when it was.
     pub abort_reason: Option<String>,
-    /// The new incumbent's process, on commit.
+    /// On commit, the new incumbent's process: the caller owns it from here.
+    /// `None` otherwise (the successor was killed and reaped).
     pub child: Option<Child>,
+}
+
+/// Kills and reaps the successor on drop unless disarmed, so an early return
+/// after the spawn never leaks it.
+struct ChildGuard {
+    child: Option<Child>,
+    pid: u32,
+}
+
+impl ChildGuard {
+    fn new(child: Child) -> Self {
+        let pid = child.id();
+        Self {
+            child: Some(child),
+            pid,
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Hand the child over without killing it (commit path).
+    fn disarm(mut self) -> Child {
+        self.child
+            .take()
+            .expect("BUG: ChildGuard holds its child until disarm or drop")
+    }
+
+    fn kill_and_reap(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            tracing::warn!(pid = self.pid, "killing leaked successor child on guard drop");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The incumbent's side of a session, as the supervisor sees it.
+struct Peer {
+    version: ProtoVersion,
+    pid: u32,
 }
 
 impl Supervisor {
     /// A supervisor for the incumbent whose control socket is `socket_path`.
+    /// Fails if `HANDOFF_CRASH_AT` is set but invalid.
     pub fn new(socket_path: &Path) -> Result<Self> {
+        crate::crash::check_env()?;
         Ok(Self {
             socket_path: socket_path.to_path_buf(),
+            listener_fds: Vec::new(),
+            journal_path: None,
+            build_id: Vec::new(),
+            timeouts: SupervisorTimeouts::default(),
+            in_flight: Mutex::new(()),
         })
     }
-    /// Register a listener the successor inherits.
-    pub fn with_listener(self, _name: impl Into<String>, _fd: RawFd) -> Self {
+
+    /// Register a listener the successor inherits (at FD `3 + index`, named
+    /// `name` in `LISTEN_FDNAMES`). The caller keeps the socket open.
+    ///
+    /// ```ignore
+    /// let sup = Supervisor::new(path)?
+    ///     .with_listener("http", listener.as_raw_fd())
+    ///     .with_journal(journal_path);
+    /// ```
+    pub fn with_listener(mut self, name: impl Into<String>, fd: RawFd) -> Self {
+        self.listener_fds.push((name.into(), fd));
         self
     }
-    /// Journal path.
-    pub fn with_journal(self, _path: PathBuf) -> Self {
+
+    /// Journal the in-flight handoff's phase at `path`.
+    pub fn with_journal(mut self, path: PathBuf) -> Self {
+        self.journal_path = Some(path);
         self
     }
-    /// Build id.
-    pub fn with_build_id(self, _build_id: Vec<u8>) -> Self {
+
+    /// Build identity announced nowhere yet, kept for logs.
+    pub fn with_build_id(mut self, build_id: Vec<u8>) -> Self {
+        self.build_id = build_id;
         self
     }
-    /// Timeouts.
-    pub fn with_timeouts(self, _t: SupervisorTimeouts) -> Self {
+
+    /// Override the timeouts.
+    pub fn with_timeouts(mut self, timeouts: SupervisorTimeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
-    /// Start the first incumbent with this supervisor's listeners (cold start).
-    pub fn cold_start(&self, _spec: &SpawnSpec) -> Result<Child> {
-        todo!()
+
+    /// The registered listeners, in FD order.
+    pub fn listeners(&self) -> &[(String, RawFd)] {
+        &self.listener_fds
     }
-    /// Drive one handoff.
-    pub fn perform_handoff(&self, _spec: SpawnSpec) -> Result<HandoffOutcome> {
-        todo!()
+
+    /// Start the first incumbent with this supervisor's listeners, as
+    /// systemd's socket activation would (`LISTEN_FDS` at 3..). Used by the
+    /// `handoff-supervisor` binary and by the harness.
+    pub fn cold_start(&self, spec: &SpawnSpec) -> Result<Child> {
+        let mut cmd = Command::new(&spec.binary);
+        cmd.args(&spec.args);
+        strip_handoff_env(&mut cmd);
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        pass_listener_fds_on_spawn(&mut cmd, &self.listener_fds, None);
+        Ok(cmd.spawn()?)
     }
-    /// Recover after a restart.
+
+    /// Drive one handoff from the current incumbent to a successor spawned
+    /// from `spec`. Returns `Ok` with `committed: false` when the handoff was
+    /// aborted and the incumbent resumed; `Err` when it could not run.
+    pub fn perform_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
+        let _in_flight = self
+            .in_flight
+            .try_lock()
+            .map_err(|_| Error::HandoffInProgress)?;
+        let t = &self.timeouts;
+
+        let handoff_id = HandoffId::new();
+        let started_instant = Instant::now();
+        let started_unix_ms = now_unix_ms();
+        let total_deadline_at = started_instant + spec.deadline;
+
+        // 1. Connect to O.
+        let mut o_stream = UnixStream::connect(&self.socket_path)?;
+        let o = self.exchange_hello(&mut o_stream, handoff_id, Side::Incumbent, None)?;
+        tracing::info!(target: events::HELLO, %handoff_id, role = "incumbent", peer_pid = o.pid, proto_version = o.version, "incumbent hello");
+        crash_here!(points::S_AFTER_O_HELLO);
+
+        // 2. Socketpair for N's control channel; 3. spawn N with it.
+        let (s_end, n_end) = make_socketpair()?;
+        let child = self.spawn_successor(&spec, n_end.as_raw_fd())?;
+        let child_guard = ChildGuard::new(child);
+        let successor_pid = child_guard.id();
+        // The child has its own copy now; ours must go so N's EOF detection
+        // sees only S's end.
+        drop(n_end);
+        tracing::info!(target: events::SPAWN, %handoff_id, successor_pid, binary = %spec.binary.display(), "spawned successor");
+        crash_here!(points::S_AFTER_SPAWN_SUCCESSOR);
+
+        let mut n_stream = s_end;
+        // 4. Hello/HelloAck with N; its announced pid must be the child's.
+        let n = self.exchange_hello(
+            &mut n_stream,
+            handoff_id,
+            Side::Successor,
+            Some(successor_pid),
+        )?;
+        tracing::info!(target: events::HELLO, %handoff_id, role = "successor", peer_pid = n.pid, proto_version = n.version, "successor hello");
+        crash_here!(points::S_AFTER_N_HELLO);
+
+        let journal = |phase| JournalEntry {
+            handoff_id,
+            phase,
+            incumbent_pid: o.pid,
+            successor_pid,
+            started_unix_ms,
+        };
+        self.journal_set(journal(Phase::Negotiating))?;
+        crash_here!(points::S_AFTER_JOURNAL_NEGOTIATING);
+
+        // 5. PrepareHandoff → Drained. O gets the budget *remaining*, so its
+        // view of the deadline tracks ours.
+        let prepare_at = Instant::now();
+        let deadline_ms = self.remaining_until(total_deadline_at).as_millis() as u64;
+        let drain_grace_ms = spec.drain_grace.as_millis() as u64;
+        tracing::info!(target: events::PREPARE, %handoff_id, successor_pid, drain_grace_ms, deadline_ms, "prepare handoff");
+        write_message(
+            &mut o_stream,
+            o.version,
+            &Message::PrepareHandoff {
+                handoff_id,
+                successor_pid,
+                deadline_ms,
+                drain_grace_ms,
+            },
+        )?;
+        crash_here!(points::S_AFTER_PREPARE_SENT);
+        // O may use all of drain_grace, and its reply still has to cross the
+        // wire: read for drain_grace + wire_slack.
+        let drained_msg = self.read_until(
+            &mut o_stream,
+            o.version,
+            handoff_id,
+            spec.drain_grace + t.wire_slack,
+            "Drained",
+            |m| matches!(m, Message::Drained { .. }),
+        )?;
+        let Message::Drained {
+            open_conns_remaining,
+            accept_closed,
+        } = drained_msg
+        else {
+            unreachable!("read_until's predicate admits only Drained");
+        };
+        tracing::info!(target: events::DRAINED, %handoff_id, open_conns_remaining, accept_closed, drain_seconds = prepare_at.elapsed().as_secs_f64(), "drain complete");
+        crash_here!(points::S_AFTER_DRAINED_RECV);
+        self.journal_set(journal(Phase::Draining))?;
+        crash_here!(points::S_AFTER_JOURNAL_DRAINING);
+
+        // 6. SealRequest → SealComplete (or SealFailed).
+        let seal_at = Instant::now();
+        tracing::info!(target: events::SEAL, %handoff_id, "seal request");
+        write_message(
+            &mut o_stream,
+            o.version,
+            &Message::SealRequest { handoff_id },
+        )?;
+        crash_here!(points::S_AFTER_SEAL_REQUEST_SENT);
+        // Per-read liveness (heartbeats reset it), overall cap at the handoff
+        // deadline plus slack: seal() has no internal deadline, so its reply
+        // may land arbitrarily close to the cap.
+        let seal_read = self.read_until(
+            &mut o_stream,
+            o.version,
+            handoff_id,
+            self.remaining_until(total_deadline_at) + t.wire_slack,
+            "SealComplete",
+            |m| matches!(m, Message::SealComplete { .. } | Message::SealFailed { .. }),
+        );
+        match seal_read {
+            Ok(Message::SealComplete { .. }) => {}
+            Ok(Message::SealFailed { error, .. }) => {
+                // O keeps the flock and resumes on its own. Abort N.
+                let reason = format!("seal failed: {error}");
+                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "seal failed; aborting handoff");
+                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
+                child_guard.kill_and_reap();
+                self.journal_clear(handoff_id);
+                tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
+                return Ok(HandoffOutcome {
+                    handoff_id,
+                    committed: false,
+                    abort_reason: Some(reason),
+                    child: None,
+                });
+            }
+            Ok(other) => unreachable!("read_until admitted {}", short_name(&other)),
+            Err(e) => {
+                // O is silent or gone mid-seal: we cannot know whether it
+                // released the flock. Abort N; O's own recovery (retake the
+                // flock, resume) decides.
+                let reason = if e.is_timeout() {
+                    "incumbent unresponsive during seal".to_string()
+                } else {
+                    format!("seal read failed: {e}")
+                };
+                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "aborting handoff during seal");
+                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason);
+                child_guard.kill_and_reap();
+                self.journal_clear(handoff_id);
+                return Err(e);
+            }
+        }
+        tracing::info!(target: events::SEAL_COMPLETE, %handoff_id, seal_seconds = seal_at.elapsed().as_secs_f64(), "seal complete; flock released by O");
+        crash_here!(points::S_AFTER_SEAL_COMPLETE_RECV);
+        self.journal_set(journal(Phase::Sealing))?;
+        crash_here!(points::S_AFTER_JOURNAL_SEALING);
+
+        // 7. Begin → Ready. A failure at either step lands in the same
+        // abort-and-resume flow: N is unusable, O has sealed and must be told
+        // to serve again.
+        let begin_at = Instant::now();
+        let ready_result =
+            match write_message(&mut n_stream, n.version, &Message::Begin { handoff_id }) {
+                Ok(()) => {
+                    crash_here!(points::S_AFTER_BEGIN_SENT);
+                    self.journal_set(journal(Phase::AwaitingReady))?;
+                    // N has no internal deadline for its start-up, so Ready may
+                    // be in flight when the cap elapses: allow wire_slack.
+                    let ready_timeout = self.remaining_until(total_deadline_at) + t.wire_slack;
+                    self.read_until(
+                        &mut n_stream,
+                        n.version,
+                        handoff_id,
+                        ready_timeout,
+                        "Ready",
+                        |m| matches!(m, Message::Ready { .. }),
+                    )
+                }
+                Err(e) => Err(e),
+            };
+
+        match ready_result {
+            Ok(Message::Ready {
+                listening_on,
+                healthz_ok,
+                advertised_revision_per_shard,
+                ..
+            }) => {
+                tracing::info!(target: events::READY, %handoff_id, healthz_ok, listeners = ?listening_on, advertised_revisions = ?advertised_revision_per_shard, begin_to_ready_seconds = begin_at.elapsed().as_secs_f64(), "successor ready");
+                crash_here!(points::S_AFTER_READY_RECV);
+                // N holds the flock and is the incumbent from here on,
+                // whatever happens to O. Disarm the guard *before* writing
+                // Commit so a dead O cannot take N down with it.
+                let child = child_guard.disarm();
+
+                // 8. Commit O.
+                tracing::info!(target: events::COMMIT, %handoff_id, total_seconds = started_instant.elapsed().as_secs_f64(), "commit");
+                if let Err(e) =
+                    write_message(&mut o_stream, o.version, &Message::Commit { handoff_id })
+                {
+                    tracing::warn!(%handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
+                }
+                crash_here!(points::S_AFTER_COMMIT_SENT);
+                // Best effort: if this fails the next supervisor sees
+                // AwaitingReady and runs its standard recovery.
+                if let Err(e) = self.journal_set(journal(Phase::Committed)) {
+                    tracing::warn!(%handoff_id, error = %e, "journal Committed failed");
+                }
+                self.journal_clear(handoff_id);
+                crash_here!(points::S_AFTER_JOURNAL_CLEAR);
+                tracing::info!(target: events::OUTCOME, %handoff_id, committed = true, successor_pid, "handoff committed");
+                Ok(HandoffOutcome {
+                    handoff_id,
+                    committed: true,
+                    abort_reason: None,
+                    child: Some(child),
+                })
+            }
+            other => {
+                let reason = match &other {
+                    Ok(m) => format!("expected Ready, got {}", short_name(m)),
+                    Err(Error::Timeout(s)) => format!("ready phase timed out waiting for {s}"),
+                    Err(e) => format!("ready read failed: {e}"),
+                };
+                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "aborting handoff before commit");
+                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
+                crash_here!(points::S_AFTER_ABORT_SENT);
+                child_guard.kill_and_reap();
+                write_message(
+                    &mut o_stream,
+                    o.version,
+                    &Message::ResumeAfterAbort { handoff_id },
+                )?;
+                tracing::info!(target: events::RESUME, %handoff_id, "sent ResumeAfterAbort to O");
+                crash_here!(points::S_AFTER_RESUME_SENT);
+                self.journal_set(journal(Phase::ResumingAfterAbort))?;
+                self.journal_clear(handoff_id);
+                tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
+                Ok(HandoffOutcome {
+                    handoff_id,
+                    committed: false,
+                    abort_reason: Some(reason),
+                    child: None,
+                })
+            }
+        }
+    }
+
+    /// Call once before the first `perform_handoff` after a supervisor
+    /// restart: read any journal left by a supervisor that died mid-handoff,
+    /// wait (bounded by `timeouts.probe`) until the incumbent answers, and
+    /// clear the journal.
+    ///
+    /// The incumbent recovers from a lost supervisor by itself (drained →
+    /// resume; sealed → retake the flock or, if the successor holds it,
+    /// concede), so this only has to make sure that recovery has settled.
+    /// A corrupt journal is logged and removed, and recovery proceeds:
+    /// `Ok(None)` is returned for it as for an absent one.
     pub fn resume_from_journal(&self) -> Result<Option<StateJournal>> {
-        todo!()
+        let Some(path) = self.journal_path.as_deref() else {
+            return Ok(None);
+        };
+        let journal = match StateJournal::read(path) {
+            Ok(None) => return Ok(None),
+            Ok(Some(j)) => {
+                tracing::warn!(target: events::RECOVER, handoff_id = %j.handoff_id, phase = ?j.phase, incumbent_pid = j.incumbent_pid, successor_pid = ?j.successor_pid, "found an in-flight handoff on disk; waiting for the incumbent, then clearing it");
+                Some(j)
+            }
+            Err(e) => {
+                tracing::warn!(target: events::RECOVER, error = %e, "journal unreadable; recovery proceeds without it");
+                None
+            }
+        };
+        match self.probe_incumbent() {
+            Ok(pid) => {
+                tracing::info!(target: events::RECOVER, incumbent_pid = pid, "incumbent answers");
+            }
+            Err(e) => {
+                tracing::warn!(target: events::RECOVER, error = %e, "incumbent did not answer during journal recovery");
+            }
+        }
+        StateJournal::delete(path)?;
+        tracing::info!(target: events::JOURNAL, phase = "cleared", "journal cleared after recovery");
+        Ok(journal)
     }
+
+    /// Connect to the control socket until an incumbent answers with `Hello`
+    /// (not `Refused`: it may still be recovering from the lost session),
+    /// then close the session and wait for the incumbent to close its side,
+    /// so the next connection is not refused as a second session.
+    fn probe_incumbent(&self) -> Result<u32> {
+        let deadline = Instant::now() + self.timeouts.probe;
+        let step = Duration::from_millis(10);
+        let mut last_err = Error::Timeout("incumbent Hello");
+        while Instant::now() < deadline {
+            match UnixStream::connect(&self.socket_path) {
+                Ok(mut stream) => {
+                    let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
+                    match read_message(&mut stream) {
+                        Ok((_, Message::Hello { pid, .. })) => {
+                            let _ = stream.shutdown(std::net::Shutdown::Write);
+                            let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
+                            let mut sink = [0u8; 64];
+                            // Wait for the incumbent to end the session (EOF).
+                            while let Ok(n) = std::io::Read::read(&mut stream, &mut sink) {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                            return Ok(pid);
+                        }
+                        Ok((_, Message::Refused { reason })) => last_err = Error::Refused(reason),
+                        Ok((_, other)) => {
+                            last_err = Error::UnexpectedMessage {
+                                expected: "Hello",
+                                got: short_name(&other),
+                            }
+                        }
+                        Err(e) => last_err = e,
+                    }
+                }
+                Err(e) => last_err = Error::Io(e),
+            }
+            // Pacing between attempts while the incumbent recovers.
+            std::thread::sleep(step);
+        }
+        Err(last_err)
+    }
+
+    /// Receive the peer's `Hello`, answer `HelloAck` with the chosen version.
+    fn exchange_hello(
+        &self,
+        stream: &mut UnixStream,
+        handoff_id: HandoffId,
+        expected_role: Side,
+        expected_pid: Option<u32>,
+    ) -> Result<Peer> {
+        stream.set_read_timeout(Some(self.timeouts.hello_read.max(self.timeouts.min_read)))?;
+        let read_result = read_message(stream);
+        let _ = stream.set_read_timeout(None);
+        let (_v, peer_hello) = match read_result {
+            Ok(x) => x,
+            Err(Error::Io(e)) if is_timeout(&e) => return Err(Error::Timeout("peer Hello")),
+            Err(Error::PeerClosed(_)) => return Err(Error::PeerClosed("peer Hello")),
+            Err(e) => return Err(e),
+        };
+        let (role, pid, proto_min, proto_max) = match peer_hello {
+            Message::Hello {
+                role,
+                pid,
+                proto_min,
+                proto_max,
+                ..
+            } => (role, pid, proto_min, proto_max),
+            Message::Refused { reason } => return Err(Error::Refused(reason)),
+            other => {
+                return Err(Error::UnexpectedMessage {
+                    expected: "Hello",
+                    got: short_name(&other),
+                });
+            }
+        };
+        if role != expected_role {
+            return Err(Error::Protocol(format!(
+                "peer announced role {role:?}, expected {expected_role:?}"
+            )));
+        }
+        if let Some(expected) = expected_pid
+            && pid != expected
+        {
+            return Err(Error::PidMismatch {
+                expected,
+                announced: pid,
+            });
+        }
+        let version = negotiate_version(PROTO_MIN, PROTO_MAX, proto_min, proto_max)?;
+        write_message(
+            stream,
+            version,
+            &Message::HelloAck {
+                proto_version_chosen: version,
+                handoff_id,
+            },
+        )?;
+        Ok(Peer { version, pid })
+    }
+
+    fn spawn_successor(&self, spec: &SpawnSpec, n_sock_fd: RawFd) -> Result<Child> {
+        let sock_target_fd = 3 + self.listener_fds.len() as RawFd;
+        let mut cmd = Command::new(&spec.binary);
+        cmd.args(&spec.args);
+        strip_handoff_env(&mut cmd);
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        cmd.env("HANDOFF_ROLE", "successor");
+        cmd.env("HANDOFF_SOCK_FD", sock_target_fd.to_string());
+        cmd.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // Listeners land at 3.., the control socket at 3 + n, nothing else.
+        pass_listener_fds_on_spawn(&mut cmd, &self.listener_fds, Some(n_sock_fd));
+        Ok(cmd.spawn()?)
+    }
+
+    /// Read frames until `pred` matches, skipping `Heartbeat` and
+    /// `SealProgress` (liveness signals, never what a caller waits for). Each
+    /// read waits at most `liveness` (any frame resets it); the whole call at
+    /// most `timeout`. Frames must carry `version` and `handoff_id`.
+    fn read_until(
+        &self,
+        stream: &mut UnixStream,
+        version: ProtoVersion,
+        handoff_id: HandoffId,
+        timeout: Duration,
+        awaiting: &'static str,
+        pred: impl Fn(&Message) -> bool,
+    ) -> Result<Message> {
+        let t = &self.timeouts;
+        let deadline = Instant::now() + timeout.max(t.min_read);
+        let result = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(Error::Timeout(awaiting));
+            }
+            let recv_timeout = t.liveness.min(deadline - now).max(t.min_read);
+            stream.set_read_timeout(Some(recv_timeout))?;
+            match read_message(stream) {
+                Ok((v, _)) if v != version => {
+                    break Err(Error::WrongFrameVersion {
+                        expected: version,
+                        got: v,
+                    });
+                }
+                Ok((_, Message::Heartbeat { .. } | Message::SealProgress { .. })) => continue,
+                Ok((_, msg)) => {
+                    if let Err(e) = check_handoff_id(handoff_id, &msg) {
+                        break Err(e);
+                    }
+                    if pred(&msg) {
+                        break Ok(msg);
+                    }
+                    break Err(Error::UnexpectedMessage {
+                        expected: awaiting,
+                        got: short_name(&msg),
+                    });
+                }
+                Err(Error::Io(e)) if is_timeout(&e) => break Err(Error::Timeout(awaiting)),
+                Err(Error::PeerClosed(_)) => break Err(Error::PeerClosed(awaiting)),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = stream.set_read_timeout(None);
+        result
+    }
+
+    fn remaining_until(&self, deadline: Instant) -> Duration {
+        deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or(self.timeouts.min_read)
+            .max(self.timeouts.min_read)
+    }
+
+    fn journal_set(&self, entry: JournalEntry) -> Result<()> {
+        if let Some(path) = &self.journal_path {
+            StateJournal {
+                handoff_id: entry.handoff_id,
+                phase: entry.phase,
+                // The incumbent's pid from its Hello (the seed wrote S's own).
+                incumbent_pid: entry.incumbent_pid,
+                successor_pid: Some(entry.successor_pid),
+                started_at_unix_ms: entry.started_unix_ms,
+            }
+            .write_atomic(path)?;
+            tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal written");
+        }
+        Ok(())
+    }
+
+    fn journal_clear(&self, handoff_id: HandoffId) {
+        if let Some(path) = &self.journal_path {
+            match StateJournal::delete(path) {
+                Ok(()) => {
+                    tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal cleared")
+                }
+                Err(e) => tracing::warn!(
+                    %handoff_id,
+                    error = %e,
+                    path = %path.display(),
+                    "failed to clear the handoff journal; the next supervisor start will recover from it"
+                ),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct JournalEntry {
+    handoff_id: HandoffId,
+    phase: Phase,
+    incumbent_pid: u32,
+    successor_pid: u32,
+    started_unix_ms: u64,
+}
+
+/// Variables a child must never inherit from the supervisor's own
+/// environment: the handoff envelope is set explicitly per child, and crash
+/// points are armed per process.
+const STRIPPED_ENV: &[&str] = &[
+    "HANDOFF_ROLE",
+    "HANDOFF_SOCK_FD",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "LISTEN_PID",
+    crate::crash::ENV_CRASH_AT,
+];
+
+fn strip_handoff_env(cmd: &mut Command) {
+    for k in STRIPPED_ENV {
+        cmd.env_remove(k);
+    }
+}
+
+/// Best-effort `Abort` to a successor we are about to kill; a failure is
+/// expected (N may be dead) but logged, so a diverging view is visible.
+fn send_best_effort_abort(
+    stream: &mut UnixStream,
+    version: ProtoVersion,
+    handoff_id: HandoffId,
+    reason: String,
+) {
+    if let Err(e) = write_message(
+        stream,
+        version,
+        &Message::Abort {
+            handoff_id,
+            reason: reason.clone(),
+        },
+    ) {
+        tracing::warn!(%handoff_id, reason = %reason, error = %e, "best-effort Abort to the successor failed; it will be killed and reaped anyway");
+    }
+}
+
+/// A connected pair of Unix stream sockets, both close-on-exec: the child's
+/// end reaches it only through the explicit FD placement in
+/// [`pass_listener_fds_on_spawn`].
+fn make_socketpair() -> Result<(UnixStream, UnixStream)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((UnixStream::from(a), UnixStream::from(b)))
 }
