@@ -268,7 +268,7 @@ mod armed {
                         // Never silently test nothing: a bad spec that slipped
                         // past start-up validation stops the process here.
                         eprintln!("handoff: {e}");
-                        nix::unistd::_exit(2);
+                        crate::fd::exit_immediately(2)
                     }
                 },
                 Err(_) => Vec::new(),
@@ -305,9 +305,10 @@ mod armed {
                 {
                     let _ = f.write_all(format!("{name} {}\n", std::process::id()).as_bytes());
                 }
-                let _ = std::io::stderr()
-                    .write_all(format!("handoff: crash point {name} fired; _exit(99)\n").as_bytes());
-                nix::unistd::_exit(CRASH_EXIT_CODE);
+                let _ = std::io::stderr().write_all(
+                    format!("handoff: crash point {name} fired; _exit(99)\n").as_bytes(),
+                );
+                crate::fd::exit_immediately(CRASH_EXIT_CODE)
             }
             Action::Hang => loop {
                 std::thread::park();
@@ -340,7 +341,10 @@ mod tests {
         assert!(count(CrashSide::Supervisor) >= 11);
         assert!(count(CrashSide::Incumbent) >= 8);
         assert!(count(CrashSide::Successor) >= 6);
-        assert_eq!(points::S_AFTER_SEAL_REQUEST_SENT, "s-after-seal-request-sent");
+        assert_eq!(
+            points::S_AFTER_SEAL_REQUEST_SENT,
+            "s-after-seal-request-sent"
+        );
     }
 
     #[test]
@@ -361,14 +365,23 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
-        let e = parse_spec("s-after-seal-requets-sent").unwrap_err().to_string();
+        let e = parse_spec("s-after-seal-requets-sent")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown crash point"), "{e}");
         assert!(e.contains("s-after-seal-request-sent"), "{e}");
     }
 
     #[test]
     fn bad_specs_are_errors() {
-        for bad in ["", ",", "o-after-seal@0", "o-after-seal@x", "o-after-seal=boom", "o-after-seal=delay(x)"] {
+        for bad in [
+            "",
+            ",",
+            "o-after-seal@0",
+            "o-after-seal@x",
+            "o-after-seal=boom",
+            "o-after-seal=delay(x)",
+        ] {
             assert!(parse_spec(bad).is_err(), "{bad:?}");
         }
     }

@@ -168,8 +168,10 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), Value::String(format!("{value:?}")));
+        self.0.insert(
+            field.name().to_string(),
+            Value::String(format!("{value:?}")),
+        );
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0
@@ -237,16 +239,17 @@ impl<S: tracing::Subscriber> Layer<S> for JsonLinesLayer {
 /// from anywhere), and a human-readable stderr log filtered by `RUST_LOG`
 /// (default `warn`). Safe to call once; later calls do nothing.
 pub fn init_from_env() {
-    let json = std::env::var_os(ENV_EVENT_LOG).and_then(|p| match JsonLinesLayer::open(Path::new(&p)) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            eprintln!(
-                "handoff: cannot open event log {}: {e}; events go to stderr only",
-                Path::new(&p).display()
-            );
-            None
-        }
-    });
+    let json =
+        std::env::var_os(ENV_EVENT_LOG).and_then(|p| match JsonLinesLayer::open(Path::new(&p)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "handoff: cannot open event log {}: {e}; events go to stderr only",
+                    Path::new(&p).display()
+                );
+                None
+            }
+        });
     let json = json.map(|l| {
         l.with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target().starts_with("handoff") || *m.level() <= tracing::Level::WARN

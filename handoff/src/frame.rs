@@ -227,7 +227,13 @@ mod tests {
     fn truncated_frames_are_typed_errors() {
         let bytes = encode(1, &samples()[2]).unwrap();
         let e = read_message(&mut &bytes[..3]).unwrap_err();
-        assert!(matches!(e, Error::TruncatedFrame { expected: 6, got: 3 }));
+        assert!(matches!(
+            e,
+            Error::TruncatedFrame {
+                expected: 6,
+                got: 3
+            }
+        ));
         let e = read_message(&mut &bytes[..bytes.len() - 1]).unwrap_err();
         assert!(matches!(e, Error::TruncatedFrame { .. }), "{e}");
         let e = read_message(&mut &[][..]).unwrap_err();

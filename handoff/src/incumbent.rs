@@ -32,9 +32,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::frame::{read_frame, write_message};
 use crate::lock::DataDirLock;
-use crate::protocol::{
-    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name,
-};
+use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
 use crate::util::now_unix_ms;
 
 /// Timeouts of the incumbent side. Defaults are the seed's values.
@@ -55,6 +53,10 @@ pub struct IncumbentConfig {
     pub reacquire_window: Duration,
     /// Poll step while retaking the flock. Default 25 ms.
     pub reacquire_step: Duration,
+    /// Accept supervisors running as another uid (checked with
+    /// `SO_PEERCRED`). Default false: a peer of another uid is refused and
+    /// the refusal logged. Root (uid 0) is always accepted.
+    pub allow_other_uids: bool,
 }
 
 impl Default for IncumbentConfig {
@@ -65,6 +67,7 @@ impl Default for IncumbentConfig {
             liveness_timeout: Duration::from_secs(10),
             reacquire_window: Duration::from_secs(2),
             reacquire_step: Duration::from_millis(25),
+            allow_other_uids: false,
         }
     }
 }
@@ -227,10 +230,10 @@ impl Incumbent {
             let listener = Arc::clone(&listener);
             let busy = Arc::clone(&busy);
             let current = Arc::clone(&current);
-            let version = PROTO_MAX;
+            let allow_other_uids = self.config.allow_other_uids;
             thread::Builder::new()
                 .name("handoff-control".into())
-                .spawn(move || accept_loop(&listener, &busy, &current, version, tx))?
+                .spawn(move || accept_loop(&listener, &busy, &current, allow_other_uids, tx))?
         };
 
         let result = loop {
@@ -560,19 +563,15 @@ fn with_heartbeats<T>(
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     Ok(thread::scope(|scope| {
         scope.spawn(move || {
-            loop {
-                match stop_rx.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        let hb = Message::Heartbeat {
-                            ts_ms: now_unix_ms(),
-                        };
-                        if write_message(&mut writer, version, &hb).is_err() {
-                            // The supervisor is gone; the session's next read
-                            // will say so.
-                            break;
-                        }
-                    }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            // Stop on a message or a dropped sender; beat on each timeout.
+            while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                let hb = Message::Heartbeat {
+                    ts_ms: now_unix_ms(),
+                };
+                if write_message(&mut writer, version, &hb).is_err() {
+                    // The supervisor is gone; the session's next read will
+                    // say so.
+                    break;
                 }
             }
         });
@@ -588,11 +587,16 @@ fn accept_loop(
     listener: &UnixListener,
     busy: &AtomicBool,
     current: &Mutex<Option<HandoffId>>,
-    version: ProtoVersion,
+    allow_other_uids: bool,
     tx: mpsc::SyncSender<UnixStream>,
 ) {
+    let refuse = |mut stream: UnixStream, reason: String| {
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+        let _ = write_message(&mut stream, PROTO_MAX, &Message::Refused { reason });
+    };
+    let our_uid = nix::unistd::geteuid().as_raw();
     loop {
-        let mut stream = match listener.accept() {
+        let stream = match listener.accept() {
             Ok((s, _)) => s,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e)
@@ -608,14 +612,37 @@ fn accept_loop(
             // Shut down (serve is returning) or broken: stop.
             Err(_) => return,
         };
+        if !allow_other_uids {
+            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            {
+                Ok(cred) if cred.uid() == our_uid || cred.uid() == 0 => {}
+                Ok(cred) => {
+                    let reason = format!(
+                        "peer uid {} (pid {}) is not this process's uid {our_uid}; \
+                         run the supervisor as the same user or set allow_other_uids",
+                        cred.uid(),
+                        cred.pid()
+                    );
+                    tracing::warn!(target: events::INCUMBENT_REFUSED, peer_uid = cred.uid(), peer_pid = cred.pid(), reason = %reason, "refused a supervisor of another uid");
+                    refuse(stream, reason);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(target: events::INCUMBENT_REFUSED, error = %e, "cannot read peer credentials; refusing");
+                    refuse(stream, format!("cannot read peer credentials: {e}"));
+                    continue;
+                }
+            }
+        }
         if busy.swap(true, Ordering::SeqCst) {
             let reason = match *current.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(id) => format!("another supervisor is driving handoff {id}; retry when it ends"),
+                Some(id) => {
+                    format!("another supervisor is driving handoff {id}; retry when it ends")
+                }
                 None => "another supervisor session is in progress; retry when it ends".to_string(),
             };
             tracing::warn!(target: events::INCUMBENT_REFUSED, reason = %reason, "refused a second supervisor");
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-            let _ = write_message(&mut stream, version, &Message::Refused { reason });
+            refuse(stream, reason);
             continue;
         }
         if tx.send(stream).is_err() {

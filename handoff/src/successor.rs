@@ -30,9 +30,7 @@ use crate::fd;
 use crate::frame::{read_frame, write_message};
 use crate::incumbent::{Incumbent, IncumbentConfig, bind_temporary, env_ms, publish};
 use crate::lock::DataDirLock;
-use crate::protocol::{
-    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name,
-};
+use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
 
 /// What this process is, per its environment.
 pub enum Role {

@@ -169,7 +169,10 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            tracing::warn!(pid = self.pid, "killing leaked successor child on guard drop");
+            tracing::warn!(
+                pid = self.pid,
+                "killing leaked successor child on guard drop"
+            );
             let _ = c.kill();
             let _ = c.wait();
         }

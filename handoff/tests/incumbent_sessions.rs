@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use handoff::frame::{read_message, write_message};
 use handoff::lock::is_locked;
 use handoff::{
-    DataDirLock, DrainReport, Drainable, HandoffId, Incumbent, IncumbentConfig, Message,
-    SealError, SealReport, ServeOutcome, Side,
+    DataDirLock, DrainReport, Drainable, HandoffId, Incumbent, IncumbentConfig, Message, SealError,
+    SealReport, ServeOutcome, Side,
 };
 
 #[derive(Default)]
@@ -68,6 +68,7 @@ fn config() -> IncumbentConfig {
         liveness_timeout: Duration::from_millis(1000),
         reacquire_window: Duration::from_millis(300),
         reacquire_step: Duration::from_millis(5),
+        allow_other_uids: false,
     }
 }
 
@@ -170,7 +171,10 @@ fn full_session_releases_flock_before_seal_complete_and_commits() {
             ..
         }
     ));
-    assert!(is_locked(&f.data).unwrap(), "flock must be held until the seal");
+    assert!(
+        is_locked(&f.data).unwrap(),
+        "flock must be held until the seal"
+    );
     send(&mut s, Message::SealRequest { handoff_id: id });
     let (m, _) = read_skipping_heartbeats(&mut s);
     assert!(
@@ -212,7 +216,11 @@ fn commit_before_seal_complete_is_rejected_and_the_incumbent_keeps_serving() {
     // The incumbent ends the session and resumes with the flock.
     let mut buf = [0u8; 1];
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(std::io::Read::read(&mut s, &mut buf).unwrap(), 0, "session closed");
+    assert_eq!(
+        std::io::Read::read(&mut s, &mut buf).unwrap(),
+        0,
+        "session closed"
+    );
     wait_for("resume after the rejected Commit", || {
         f.calls.lock().unwrap().log.contains(&"resume")
     });
