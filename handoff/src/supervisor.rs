@@ -203,10 +203,13 @@ impl Supervisor {
     /// Register a listener the successor inherits (at FD `3 + index`, named
     /// `name` in `LISTEN_FDNAMES`). The caller keeps the socket open.
     ///
-    /// ```ignore
-    /// let sup = Supervisor::new(path)?
+    /// ```no_run
+    /// # use std::os::fd::AsRawFd;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    /// let sup = handoff::Supervisor::new("/run/svc/control.sock".as_ref())?
     ///     .with_listener("http", listener.as_raw_fd())
-    ///     .with_journal(journal_path);
+    ///     .with_journal("/var/lib/svc/handoff.journal".into());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_listener(mut self, name: impl Into<String>, fd: RawFd) -> Self {
         self.listener_fds.push((name.into(), fd));
@@ -259,6 +262,10 @@ impl Supervisor {
             .try_lock()
             .map_err(|_| Error::HandoffInProgress)?;
         let t = &self.timeouts;
+
+        // A journal that cannot be written would fail the handoff half-way;
+        // find out before any peer changes state.
+        self.check_journal_writable()?;
 
         let handoff_id = HandoffId::new();
         let started_instant = Instant::now();
@@ -705,6 +712,37 @@ impl Supervisor {
             .checked_duration_since(Instant::now())
             .unwrap_or(self.timeouts.min_read)
             .max(self.timeouts.min_read)
+    }
+
+    /// Create and remove a file beside the journal: proves the directory
+    /// exists and takes new files, without an fsync.
+    fn check_journal_writable(&self) -> Result<()> {
+        let Some(path) = &self.journal_path else {
+            return Ok(());
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let probe = dir.join(format!(".handoff-journal-probe.{}", std::process::id()));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe);
+        match created {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                Ok(())
+            }
+            Err(e) => Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "journal directory {} is not writable ({e}); fix it or change --journal before handing off",
+                    dir.display()
+                ),
+            ))),
+        }
     }
 
     fn journal_set(&self, entry: JournalEntry) -> Result<()> {
