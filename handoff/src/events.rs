@@ -235,8 +235,8 @@ impl<S: tracing::Subscriber> Layer<S> for JsonLinesLayer {
 }
 
 /// Install the process-wide subscriber: JSON lines to `HANDOFF_EVENT_LOG`
-/// when set (all `handoff*` events at INFO and above, plus WARN and above
-/// from anywhere), and a human-readable stderr log filtered by `RUST_LOG`
+/// when set (every event at INFO and above: the library's `handoff.*` and
+/// the service's own), and a human-readable stderr log filtered by `RUST_LOG`
 /// (default `warn`). Safe to call once; later calls do nothing.
 pub fn init_from_env() {
     let json =
@@ -252,7 +252,7 @@ pub fn init_from_env() {
         });
     let json = json.map(|l| {
         l.with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target().starts_with("handoff") || *m.level() <= tracing::Level::WARN
+            *m.level() <= tracing::Level::INFO
         }))
     });
     let stderr_filter =

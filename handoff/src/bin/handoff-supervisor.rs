@@ -38,7 +38,8 @@ COLD START:
   most --probe-timeout-ms for it to answer Hello on --control-socket, prints
   `started pid=<n>` and exits 0, leaving it running: the listening sockets
   stay open in the child, which is then the only process holding them. A
-  child that exits or never answers is killed and reaped (exit 3).
+  child that exits or never answers is killed and reaped (exit 3). The
+  journal is not consulted.
 
 OUTPUT AND EXIT CODES:
   0   committed: stdout `committed <handoff-id> pid=<new incumbent pid>`; the new
