@@ -79,41 +79,33 @@ impl IncumbentConfig {
     /// set. Lets a test harness run any service in milliseconds.
     pub fn from_env() -> Result<Self> {
         let mut c = Self::default();
-        if let Some(d) = env_ms("HANDOFF_HEARTBEAT_MS")? {
-            c.heartbeat_interval = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_HELLO_TIMEOUT_MS")? {
-            c.hello_timeout = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_LIVENESS_MS")? {
-            c.liveness_timeout = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_REACQUIRE_WINDOW_MS")? {
-            c.reacquire_window = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_REACQUIRE_STEP_MS")? {
-            c.reacquire_step = d;
-        }
+        override_ms(&mut c.heartbeat_interval, "HANDOFF_HEARTBEAT_MS")?;
+        override_ms(&mut c.hello_timeout, "HANDOFF_HELLO_TIMEOUT_MS")?;
+        override_ms(&mut c.liveness_timeout, "HANDOFF_LIVENESS_MS")?;
+        override_ms(&mut c.reacquire_window, "HANDOFF_REACQUIRE_WINDOW_MS")?;
+        override_ms(&mut c.reacquire_step, "HANDOFF_REACQUIRE_STEP_MS")?;
         Ok(c)
     }
 }
 
-/// Parse a millisecond duration from the environment (`None` when unset).
-pub(crate) fn env_ms(name: &str) -> Result<Option<Duration>> {
-    match std::env::var(name) {
-        Err(_) => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|ms| *ms > 0 && *ms <= 24 * 3600 * 1000)
-            .map(|ms| Some(Duration::from_millis(ms)))
-            .ok_or_else(|| {
-                Error::Environment(format!(
-                    "{name}={v:?} must be a whole number of milliseconds between 1 and 86400000"
-                ))
-            }),
-    }
+/// Replace `slot` with the millisecond duration in the environment variable
+/// `name`, when it is set; a malformed value is an error naming it.
+pub(crate) fn override_ms(slot: &mut Duration, name: &str) -> Result<()> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(());
+    };
+    let ms = v
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0 && *ms <= 24 * 3600 * 1000)
+        .ok_or_else(|| {
+            Error::Environment(format!(
+                "{name}={v:?} must be a whole number of milliseconds between 1 and 86400000"
+            ))
+        })?;
+    *slot = Duration::from_millis(ms);
+    Ok(())
 }
 
 /// How [`Incumbent::serve`] ended. Either way the caller finishes what is

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::fd;
 use crate::frame::{read_frame, write_message};
-use crate::incumbent::{Incumbent, IncumbentConfig, bind_temporary, env_ms, publish};
+use crate::incumbent::{Incumbent, IncumbentConfig, bind_temporary, override_ms, publish};
 use crate::lock::DataDirLock;
 use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
 
@@ -96,15 +96,9 @@ impl SuccessorConfig {
     /// `HANDOFF_BEGIN_TIMEOUT_MS` and `HANDOFF_LOCK_TIMEOUT_MS` where set.
     pub fn from_env() -> Result<Self> {
         let mut c = Self::default();
-        if let Some(d) = env_ms("HANDOFF_HELLO_TIMEOUT_MS")? {
-            c.hello_timeout = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_BEGIN_TIMEOUT_MS")? {
-            c.begin_timeout = d;
-        }
-        if let Some(d) = env_ms("HANDOFF_LOCK_TIMEOUT_MS")? {
-            c.lock_timeout = d;
-        }
+        override_ms(&mut c.hello_timeout, "HANDOFF_HELLO_TIMEOUT_MS")?;
+        override_ms(&mut c.begin_timeout, "HANDOFF_BEGIN_TIMEOUT_MS")?;
+        override_ms(&mut c.lock_timeout, "HANDOFF_LOCK_TIMEOUT_MS")?;
         Ok(c)
     }
 }
