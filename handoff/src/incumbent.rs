@@ -16,7 +16,7 @@
 //! process concedes; see [`IncumbentConfig::reacquire_window`] for the bound.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -234,9 +234,15 @@ impl Incumbent {
                     "control socket acceptor stopped unexpectedly".into(),
                 ));
             };
+            // A second handle keeps the connection open until the session
+            // is marked over: a supervisor that sees it close (end of
+            // stream) may connect again at once and must not be refused as
+            // a second session.
+            let held_open = stream.try_clone().ok();
             let end = self.session(stream, drainable, &current);
             *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
             busy.store(false, Ordering::SeqCst);
+            drop(held_open);
             match end {
                 SessionEnd::Continue => continue,
                 SessionEnd::Done(outcome) => break Ok(outcome),
@@ -643,27 +649,58 @@ fn accept_loop(
     }
 }
 
-/// Bind a Unix listener under a temporary name next to `path`, with mode
-/// 0600 set before anything can reach it by the final name.
+/// Bind a Unix listener that only its owner can reach, under a temporary
+/// name next to `path`, for [`publish`] (or [`discard_temporary`]).
+///
+/// `bind(2)` creates the socket file with the mode the umask leaves
+/// (0777 under umask 0), and another user may connect to it until the mode
+/// is narrowed. So the socket is bound inside a directory created for it
+/// with mode 0700 (`.<name>.tmp.<pid>/s`), and set to 0600 there: at no
+/// instant is it reachable by another user, whatever the umask.
 pub(crate) fn bind_temporary(path: &Path) -> Result<(UnixListener, PathBuf)> {
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::Protocol(format!("{} is not a socket path", path.display())))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".tmp.{}", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    let listener = UnixListener::bind(&temp)?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
-    Ok((listener, temp))
+    let mut dir_name = std::ffi::OsString::from(".");
+    dir_name.push(file_name);
+    dir_name.push(format!(".tmp.{}", std::process::id()));
+    let private_dir = path.with_file_name(dir_name);
+    // Left behind by a crashed process that had our pid: a socket (older
+    // builds) or a directory.
+    let _ = std::fs::remove_file(&private_dir);
+    let _ = std::fs::remove_dir_all(&private_dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private_dir)?;
+    let temp = private_dir.join("s");
+    let bound = UnixListener::bind(&temp)
+        .and_then(|listener| {
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+            Ok(listener)
+        })
+        .map_err(Error::Io);
+    match bound {
+        Ok(listener) => Ok((listener, temp)),
+        Err(e) => {
+            discard_temporary(&temp);
+            Err(e)
+        }
+    }
 }
 
 /// Move a socket bound by [`bind_temporary`] onto its final path (atomic
-/// replace of whatever was there).
+/// replace of whatever was there), and remove its private directory.
 pub(crate) fn publish(temp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(temp);
-        Error::Io(e)
-    })
+    let renamed = std::fs::rename(temp, path);
+    discard_temporary(temp);
+    renamed.map_err(Error::Io)
+}
+
+/// Remove a socket bound by [`bind_temporary`] (if still there) and its
+/// private directory. Best effort: what is left is litter, never reachable.
+pub(crate) fn discard_temporary(temp: &Path) {
+    let _ = std::fs::remove_file(temp);
+    if let Some(private_dir) = temp.parent() {
+        let _ = std::fs::remove_dir(private_dir);
+    }
 }

@@ -53,7 +53,8 @@
 //! [`supervisor`], [`incumbent`], [`successor`], [`lock`] (flock),
 //! [`state`] (journal), [`fd`] (FD inheritance, the only `unsafe`),
 //! [`crash`] (named crash points), [`events`] (stable event names, JSON
-//! event log). See ARCHITECTURE.md for the invariants.
+//! event log), [`metrics`] (counters and histograms from the events). See
+//! ARCHITECTURE.md for the invariants.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -65,6 +66,7 @@ pub mod fd;
 pub mod frame;
 pub mod incumbent;
 pub mod lock;
+pub mod metrics;
 pub mod protocol;
 pub mod state;
 pub mod successor;

@@ -344,14 +344,24 @@ fn record_pid(data_dir: &Path) {
 /// Record our pid, atomically so a reader never sees a half-written file.
 /// Called only while holding the flock, so no other holder writes it
 /// concurrently; the temp name carries the pid against non-holders.
+///
+/// The temp name is predictable, so whatever is there (a leftover, or a
+/// symlink planted to make us write elsewhere) is removed, and the file is
+/// created with `O_EXCL`, which never follows a symlink: if something
+/// reappears in between, the write fails (and is logged) rather than going
+/// through it.
 fn write_pid_file(data_dir: &Path) -> Result<()> {
     let pid = std::process::id();
     let temp = data_dir.join(format!(".{}.tmp.{pid}", DataDirLock::PID_FILE));
     let written = (|| -> std::io::Result<()> {
+        match std::fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&temp)?;
         writeln!(file, "{pid}")?;
         std::fs::rename(&temp, pid_path(data_dir))

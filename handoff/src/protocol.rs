@@ -73,11 +73,19 @@ impl fmt::Debug for HandoffId {
 
 impl FromStr for HandoffId {
     type Err = Error;
+    /// Exactly the UUID text form: 36 characters, `-` at 8, 13, 18 and 23,
+    /// hex digits (either case) everywhere else. (`u128::from_str_radix`
+    /// alone would also take a `+` sign, and the dashes anywhere.)
     fn from_str(s: &str) -> Result<Self> {
-        let hex: String = s.chars().filter(|c| *c != '-').collect();
-        if hex.len() != 32 || s.len() != 36 {
+        let well_formed = s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        if !well_formed {
             return Err(Error::Decode(format!("handoff_id {s:?} is not a UUID")));
         }
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
         u128::from_str_radix(&hex, 16)
             .map(HandoffId)
             .map_err(|_| Error::Decode(format!("handoff_id {s:?} is not a UUID")))
@@ -319,6 +327,8 @@ mod hex_bytes {
             .step_by(2)
             .map(|i| {
                 s.get(i..i + 2)
+                    // Digits only: from_str_radix alone would take "+f".
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| serde::de::Error::custom("invalid hex digit"))
             })

@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::fd;
 use crate::frame::{read_frame, write_message};
-use crate::incumbent::{Incumbent, IncumbentConfig, bind_temporary, override_ms, publish};
+use crate::incumbent::{
+    Incumbent, IncumbentConfig, bind_temporary, discard_temporary, override_ms, publish,
+};
 use crate::lock::DataDirLock;
 use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
 
@@ -340,7 +342,7 @@ impl BegunSuccessor {
         let (listener, temp) = bind_temporary(socket_path)?;
         crash_here!(points::N_AFTER_TEMP_BOUND);
         if let Err(e) = self.send_ready(readiness) {
-            let _ = std::fs::remove_file(&temp);
+            discard_temporary(&temp);
             drop(lock);
             return Err(e);
         }

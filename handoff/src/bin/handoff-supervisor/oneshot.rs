@@ -1,29 +1,25 @@
-//! `handoff-supervisor`: perform one handoff (or one cold start) and exit.
+//! The one-shot command: perform one handoff (or one cold start) and exit.
 //!
 //! The supervisor holds the listening sockets for the duration of the run
 //! (bound from `--listen`, or inherited through `LISTEN_FDS` when systemd or
 //! a harness starts it), spawns the successor with them, drives the protocol
 //! against the incumbent's control socket and leaves the new incumbent
 //! running.
-#![deny(unsafe_code)]
-
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use handoff::frame::read_message;
-use handoff::{Error, Message, Side, SpawnSpec, Supervisor, SupervisorTimeouts};
+use handoff::{Error, SpawnSpec, Supervisor, SupervisorTimeouts};
+
+use crate::listeners::Listeners;
+use crate::probe::wait_until_answers;
 
 /// Exit code: the handoff committed (or the cold start answered).
-const EXIT_COMMITTED: i32 = 0;
+pub const EXIT_COMMITTED: i32 = 0;
 /// Exit code: the handoff was aborted; the incumbent serves on.
-const EXIT_ABORTED: i32 = 2;
+pub const EXIT_ABORTED: i32 = 2;
 /// Exit code: the handoff could not run, or the cold start failed.
-const EXIT_ERROR: i32 = 3;
+pub const EXIT_ERROR: i32 = 3;
 
 const AFTER_HELP: &str = "\
 LISTENERS:
@@ -57,7 +53,12 @@ ENVIRONMENT:
 EXAMPLE:
   handoff-supervisor --control-socket /run/svc/control.sock \\
       --journal /var/lib/svc/handoff.journal --listen kv=127.0.0.1:7000 \\
-      -- /usr/bin/svc --data-dir /var/lib/svc --control-socket /run/svc/control.sock";
+      -- /usr/bin/svc --data-dir /var/lib/svc --control-socket /run/svc/control.sock
+
+SUBCOMMANDS:
+  handoff-supervisor daemon --config <FILE>     run as a long-lived supervisor
+  handoff-supervisor trigger [--socket <PATH>] handoff [BINARY] | status
+  (see `handoff-supervisor daemon --help`, `handoff-supervisor trigger --help`)";
 
 /// Hand a running service off to a new process with zero downtime: one
 /// handoff per run.
@@ -67,7 +68,7 @@ EXAMPLE:
 /// and commits. On an abort the incumbent resumes serving.
 #[derive(Debug, Parser)]
 #[command(name = "handoff-supervisor", version, after_help = AFTER_HELP)]
-struct Cli {
+pub struct Cli {
     /// The incumbent's Unix control socket.
     #[arg(long, value_name = "PATH")]
     control_socket: PathBuf,
@@ -126,40 +127,17 @@ struct Cli {
     command: Vec<String>,
 }
 
-fn parse_key_value(spec: &str) -> Result<(String, String), String> {
+/// Parse `KEY=VALUE` (both non-empty).
+pub fn parse_key_value(spec: &str) -> Result<(String, String), String> {
     match spec.split_once('=') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{spec:?}: expected <key>=<value>")),
     }
 }
 
-/// The listening sockets, kept open until the process exits.
-enum Listeners {
-    Inherited(Vec<(String, OwnedFd)>),
-    Bound(Vec<(String, TcpListener)>),
-}
-
-impl Listeners {
-    fn named_fds(&self) -> Vec<(String, std::os::fd::RawFd)> {
-        match self {
-            Listeners::Inherited(v) => v.iter().map(|(n, f)| (n.clone(), f.as_raw_fd())).collect(),
-            Listeners::Bound(v) => v.iter().map(|(n, l)| (n.clone(), l.as_raw_fd())).collect(),
-        }
-    }
-}
-
-fn main() {
-    if let Err(e) = handoff::crash::check_env() {
-        eprintln!("handoff-supervisor: {e}");
-        std::process::exit(EXIT_ERROR);
-    }
-    handoff::events::init_from_env();
-    let cli = Cli::parse();
-    std::process::exit(run(cli));
-}
-
-fn run(cli: Cli) -> i32 {
-    let listeners = match take_listeners(&cli.listen) {
+/// Run the one-shot command; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let listeners = match Listeners::take(&cli.listen, "--listen") {
         Ok(l) => l,
         Err(e) => {
             eprintln!("handoff-supervisor: {e}");
@@ -205,34 +183,6 @@ fn run(cli: Cli) -> i32 {
     };
     drop(listeners);
     code
-}
-
-/// Inherited listeners (`LISTEN_FDS`) or freshly bound ones (`--listen`).
-fn take_listeners(listen: &[(String, String)]) -> Result<Listeners, String> {
-    if std::env::var_os("LISTEN_FDS").is_some() {
-        if !listen.is_empty() {
-            return Err(
-                "listeners are inherited through LISTEN_FDS; drop --listen (or start \
-                 without socket activation)"
-                    .into(),
-            );
-        }
-        let (fds, control) = handoff::fd::take_handoff_env()
-            .map_err(|e| format!("cannot take the inherited listeners: {e}"))?;
-        if control.is_some() {
-            return Err("HANDOFF_ROLE=successor is set: a supervisor is never a successor".into());
-        }
-        return Ok(Listeners::Inherited(fds));
-    }
-    listen
-        .iter()
-        .map(|(name, addr)| {
-            TcpListener::bind(addr.as_str())
-                .map(|l| (name.clone(), l))
-                .map_err(|e| format!("cannot bind --listen {name}={addr}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Listeners::Bound)
 }
 
 fn handoff_once(supervisor: &Supervisor, spec: SpawnSpec, control_socket: &Path) -> i32 {
@@ -318,7 +268,7 @@ fn cold_start(
             return EXIT_ERROR;
         }
     };
-    match wait_until_answers(&mut child, control_socket, timeouts) {
+    match wait_until_answers(&mut child, control_socket, timeouts, "--probe-timeout-ms") {
         Ok(()) => {
             println!("started pid={}", child.id());
             drop(child);
@@ -335,66 +285,5 @@ fn cold_start(
             );
             EXIT_ERROR
         }
-    }
-}
-
-/// Poll the control socket until the child answers `Hello` as the
-/// incumbent, bounded by `timeouts.probe`. Like the library's own probe, the
-/// session is closed politely (shut down, then wait for the incumbent's end
-/// of stream) so the next supervisor is not refused as a second session.
-fn wait_until_answers(
-    child: &mut Child,
-    control_socket: &Path,
-    timeouts: &SupervisorTimeouts,
-) -> Result<(), String> {
-    const POLL_STEP: Duration = Duration::from_millis(10);
-    let deadline = Instant::now() + timeouts.probe;
-    let pid = child.id();
-    let mut last = String::from("never answered");
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited ({status}) before answering"));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "did not answer within --probe-timeout-ms={} ({last})",
-                timeouts.probe.as_millis()
-            ));
-        }
-        match UnixStream::connect(control_socket) {
-            Ok(mut stream) => {
-                let _ = stream.set_read_timeout(Some(left.min(timeouts.hello_read)));
-                match read_message(&mut stream) {
-                    Ok((
-                        _,
-                        Message::Hello {
-                            role: Side::Incumbent,
-                            pid: answered,
-                            ..
-                        },
-                    )) if answered == pid => {
-                        let _ = stream.shutdown(std::net::Shutdown::Write);
-                        let mut sink = [0u8; 64];
-                        while matches!(std::io::Read::read(&mut stream, &mut sink), Ok(n) if n > 0)
-                        {
-                        }
-                        return Ok(());
-                    }
-                    Ok((_, Message::Hello { pid: answered, .. })) => {
-                        last = format!("pid {answered} answers on the socket, not the child");
-                    }
-                    Ok((_, other)) => {
-                        last = format!(
-                            "got {} instead of Hello",
-                            handoff::protocol::short_name(&other)
-                        );
-                    }
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = format!("connect: {e}"),
-        }
-        std::thread::sleep(POLL_STEP.min(left));
     }
 }

@@ -1,0 +1,101 @@
+//! Asking the control socket who the incumbent is.
+//!
+//! A probe connects, reads the incumbent's `Hello` and closes the session
+//! politely (shut down our side, wait for the incumbent to end its own), so
+//! the next supervisor is not refused as a second session. Used after a cold
+//! start (wait until the new process answers) and by the daemon at start-up
+//! (is an incumbent already running that it should adopt?).
+
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use handoff::frame::read_message;
+use handoff::{Error, Message, Side, SupervisorTimeouts};
+
+/// What one connection to the control socket found.
+#[derive(Debug)]
+pub enum Answer {
+    /// An incumbent answered `Hello` with this pid.
+    Incumbent(u32),
+    /// Nobody listens at the path (no socket file, or a stale one).
+    Nobody,
+    /// Something answered, but not as an incumbent should.
+    Unexpected(String),
+}
+
+/// Connect once and read the first frame, bounded by `timeout`.
+pub fn ask(control_socket: &Path, timeout: Duration) -> Answer {
+    let mut stream = match UnixStream::connect(control_socket) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Answer::Nobody;
+        }
+        Err(e) => return Answer::Unexpected(format!("connect: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+    match read_message(&mut stream) {
+        Ok((
+            _,
+            Message::Hello {
+                role: Side::Incumbent,
+                pid,
+                ..
+            },
+        )) => {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 64];
+            // Bounded by the read timeout set above.
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            Answer::Incumbent(pid)
+        }
+        Ok((_, Message::Refused { reason })) => Answer::Unexpected(format!("refused: {reason}")),
+        Ok((_, other)) => Answer::Unexpected(format!(
+            "got {} instead of Hello",
+            handoff::protocol::short_name(&other)
+        )),
+        Err(Error::Io(e)) if handoff::util::is_timeout(&e) => {
+            Answer::Unexpected("no Hello in time".into())
+        }
+        Err(e) => Answer::Unexpected(e.to_string()),
+    }
+}
+
+/// Poll the control socket until `child` answers `Hello` as the incumbent,
+/// bounded by `timeouts.probe`; fails early if the child exits. The error
+/// names the bound as `probe_setting` (the flag or config key that sets it).
+pub fn wait_until_answers(
+    child: &mut Child,
+    control_socket: &Path,
+    timeouts: &SupervisorTimeouts,
+    probe_setting: &str,
+) -> Result<(), String> {
+    const POLL_STEP: Duration = Duration::from_millis(10);
+    let deadline = Instant::now() + timeouts.probe;
+    let pid = child.id();
+    let mut last = String::from("never answered");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}) before answering"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "did not answer within {probe_setting}={} ({last})",
+                timeouts.probe.as_millis()
+            ));
+        }
+        match ask(control_socket, left.min(timeouts.hello_read)) {
+            Answer::Incumbent(answered) if answered == pid => return Ok(()),
+            Answer::Incumbent(answered) => {
+                last = format!("pid {answered} answers on the socket, not the child");
+            }
+            Answer::Nobody => last = "nothing listens on the control socket yet".into(),
+            Answer::Unexpected(why) => last = why,
+        }
+        // Pacing between attempts while the child starts up.
+        std::thread::sleep(POLL_STEP.min(left));
+    }
+}

@@ -1,0 +1,60 @@
+//! The documentation stays in step with the code: every event name (the
+//! library's and the daemon's) and every metric name is documented in
+//! `docs/events.md`, and the example config in `docs/` is one the daemon
+//! accepts.
+//!
+//! Reproduce: `cargo test -p handoff --test daemon_docs`.
+
+use std::path::{Path, PathBuf};
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_file(relative))
+        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+}
+
+#[test]
+fn every_event_and_metric_name_is_documented() {
+    let doc = read("docs/events.md");
+    let daemon_source = read("handoff/src/bin/handoff-supervisor/daemon.rs");
+    let daemon_events: Vec<&str> = daemon_source
+        .split('"')
+        .filter(|s| s.starts_with("handoff.daemon."))
+        .collect();
+    assert!(daemon_events.len() >= 10, "found {daemon_events:?}");
+    let metric_names = handoff::metrics::names::COUNTERS
+        .iter()
+        .chain(handoff::metrics::names::HISTOGRAMS.iter());
+    let missing: Vec<&str> = handoff::events::ALL
+        .iter()
+        .copied()
+        .chain(daemon_events)
+        .chain(metric_names.copied())
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not documented in docs/events.md: {missing:?}"
+    );
+}
+
+#[test]
+fn the_example_config_is_accepted_by_the_daemon() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff-supervisor"))
+        .args(["daemon", "--check", "--config"])
+        .arg(repo_file("docs/handoff-supervisor.toml"))
+        .output()
+        .expect("run handoff-supervisor daemon --check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("\"http\""), "{shown}");
+}
