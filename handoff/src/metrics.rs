@@ -90,8 +90,8 @@ pub mod names {
     ];
 }
 
-/// The supervisor's abort reason for a seal failure starts with this.
-const SEAL_FAILED_REASON_PREFIX: &str = "seal failed";
+/// The `cause` field of the supervisor's abort event for a failed seal.
+const SEAL_FAILED_CAUSE: &str = "seal_failed";
 
 /// A `tracing_subscriber` layer feeding a [`MetricsSink`] from the handoff
 /// events. Add it beside any other layer (the JSON event log, `fmt`).
@@ -112,7 +112,7 @@ struct Fields {
     committed: Option<bool>,
     failed: Option<bool>,
     seconds: Option<f64>,
-    reason: Option<String>,
+    cause: Option<String>,
 }
 
 impl Visit for Fields {
@@ -129,13 +129,13 @@ impl Visit for Fields {
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "reason" {
-            self.reason = Some(value.to_string());
+        if field.name() == "cause" {
+            self.cause = Some(value.to_string());
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "reason" {
-            self.reason = Some(format!("{value:?}"));
+        if field.name() == "cause" {
+            self.cause = Some(format!("{value:?}").trim_matches('"').to_string());
         }
     }
 }
@@ -160,10 +160,7 @@ impl<S: MetricsSink> MetricsLayer<S> {
                     });
             }
             events::ABORT
-                if fields
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with(SEAL_FAILED_REASON_PREFIX)) =>
+                if fields.cause.as_deref() == Some(SEAL_FAILED_CAUSE) =>
             {
                 self.sink.increment(names::SEAL_FAILURES_TOTAL);
             }
@@ -316,9 +313,8 @@ mod tests {
     #[test]
     fn seal_failures_count_from_either_side_and_other_aborts_do_not() {
         let sink = with_layer(|| {
-            let reason = format!("{SEAL_FAILED_REASON_PREFIX}: disk full");
-            tracing::warn!(target: events::ABORT, handoff_id = %"x", reason = %reason, "seal failed; aborting handoff");
-            tracing::warn!(target: events::ABORT, handoff_id = %"x", reason = %"expected Ready, got Hello", "aborting");
+            tracing::warn!(target: events::ABORT, handoff_id = %"x", cause = SEAL_FAILED_CAUSE, reason = %"seal failed: disk full", "seal failed; aborting handoff");
+            tracing::warn!(target: events::ABORT, handoff_id = %"x", cause = "not_ready", reason = %"expected Ready, got Hello", "aborting");
             tracing::warn!(target: events::INCUMBENT_SEAL_FAILED, handoff_id = %"y", error = %"EIO", "seal failed");
         });
         assert_eq!(sink.counter(names::SEAL_FAILURES_TOTAL), 2);

@@ -257,6 +257,14 @@ impl Supervisor {
     /// from `spec`. Returns `Ok` with `committed: false` when the handoff was
     /// aborted and the incumbent resumed; `Err` when it could not run.
     pub fn perform_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
+        let result = self.drive_handoff(spec);
+        if let Err(e) = &result {
+            tracing::warn!(target: events::OUTCOME, committed = false, failed = true, error = %e, "handoff failed");
+        }
+        result
+    }
+
+    fn drive_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
         let _in_flight = self
             .in_flight
             .try_lock()
@@ -374,7 +382,7 @@ impl Supervisor {
             Ok(Message::SealFailed { error, .. }) => {
                 // O keeps the flock and resumes on its own. Abort N.
                 let reason = format!("seal failed: {error}");
-                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "seal failed; aborting handoff");
+                tracing::warn!(target: events::ABORT, %handoff_id, cause = "seal_failed", reason = %reason, "seal failed; aborting handoff");
                 send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
                 child_guard.kill_and_reap();
                 self.journal_clear(handoff_id);
@@ -396,7 +404,7 @@ impl Supervisor {
                 } else {
                     format!("seal read failed: {e}")
                 };
-                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "aborting handoff during seal");
+                tracing::warn!(target: events::ABORT, %handoff_id, cause = "seal_unanswered", reason = %reason, "aborting handoff during seal");
                 send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason);
                 child_guard.kill_and_reap();
                 self.journal_clear(handoff_id);
@@ -475,7 +483,7 @@ impl Supervisor {
                     Err(Error::Timeout(s)) => format!("ready phase timed out waiting for {s}"),
                     Err(e) => format!("ready read failed: {e}"),
                 };
-                tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, "aborting handoff before commit");
+                tracing::warn!(target: events::ABORT, %handoff_id, cause = "not_ready", reason = %reason, "aborting handoff before commit");
                 send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
                 crash_here!(points::S_AFTER_ABORT_SENT);
                 child_guard.kill_and_reap();
@@ -797,6 +805,9 @@ const STRIPPED_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
     "LISTEN_PID",
     crate::crash::ENV_CRASH_AT,
+    // systemd's notification socket is the supervisor's: a service that
+    // wrote to it would be taken for the main process.
+    "NOTIFY_SOCKET",
 ];
 
 fn strip_handoff_env(cmd: &mut Command) {

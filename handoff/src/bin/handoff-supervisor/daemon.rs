@@ -650,10 +650,6 @@ impl Daemon {
             }
             Err(e) => {
                 self.stats.failed += 1;
-                // The library reports an aborted or committed handoff with
-                // `handoff.outcome`; one that ends in an error gets it here,
-                // so metrics count failures too (docs/events.md).
-                tracing::warn!(target: handoff::events::OUTCOME, committed = false, failed = true, error = %e, "handoff failed");
                 self.last_handoff = Some(serde_json::json!({
                     "result": "failed", "error": e.to_string(),
                 }));
