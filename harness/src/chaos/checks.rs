@@ -1,0 +1,736 @@
+//! The checks chaos adds to [`crate::invariants`] (which it runs too).
+//!
+//! The scenario suite knows what each scenario should do; chaos does not,
+//! so its checks are stated over what happened, from the evidence an
+//! episode leaves: every process's event log and exit, the kills it sent,
+//! the crash record, the traffic's accounting. Each is a plain function
+//! over that evidence returning a [`Check`] (no I/O), so each is tested on
+//! hand-written logs below.
+
+use std::collections::{BTreeMap, HashMap};
+
+use handoff::events;
+use nix::sys::signal::Signal;
+
+use super::episode::{KillRecord, RunOutcome, RunRecord};
+use super::schedule::{FaultKind, Misbehaviour, Schedule};
+use super::traffic::{FailedRequest, Failure, ProberReport, ReaderReport};
+use crate::eventlog::{Event, ProcessLog};
+use crate::fixture::{ProcEntry, ProcKind};
+use crate::invariants::Check;
+use crate::reaper::ExitKind;
+
+/// Slack for comparing a reap time (an upper bound on a death) with a
+/// client's observation of it.
+const REAP_SLACK_NS: u64 = 1_000_000_000;
+
+/// Everything an episode left behind, after teardown.
+pub struct Evidence<'a> {
+    /// Every process's events.
+    pub logs: &'a [ProcessLog],
+    /// Every process and how it ended.
+    pub processes: &'a [ProcEntry],
+    /// The kills that were sent.
+    pub kills: &'a [KillRecord],
+    /// Each supervisor run.
+    pub runs: &'a [RunRecord],
+    /// `(point, pid)` per line of the crash record.
+    pub crash_record: &'a [(String, u32)],
+    /// The schedule.
+    pub schedule: &'a Schedule,
+}
+
+impl Evidence<'_> {
+    fn log_of(&self, process: &str) -> Option<&ProcessLog> {
+        self.logs.iter().find(|l| l.process == process)
+    }
+
+    fn events_of<'b>(&'b self, process: &str) -> impl Iterator<Item = &'b Event> + 'b {
+        self.log_of(process)
+            .into_iter()
+            .flat_map(|l| l.events.iter())
+    }
+
+    fn process_by_pid(&self, pid: u32) -> Option<&ProcEntry> {
+        self.processes.iter().find(|p| p.pid == Some(pid))
+    }
+
+    fn killed_by_chaos(&self, pid: u32) -> Option<&KillRecord> {
+        self.kills.iter().find(|k| k.pid == pid)
+    }
+
+    /// When the process `name` died of a crash point, if it did.
+    fn crash_time(&self, name: &str) -> Option<u64> {
+        self.events_of(name)
+            .find(|e| e.name == events::CRASH && e.str_field("action").is_none_or(|a| a == "Exit"))
+            .map(|e| e.mono_ns)
+    }
+}
+
+/// Invariant 6 (chaos form): every process ended in a way the episode
+/// explains. 0; 99 with a matching crash-record line; a supervisor's 2 or
+/// 3; a successor's 1 when its handoff did not commit; a successor's 3 when
+/// it was asked to exit before `Hello`; `SIGKILL` sent by chaos, by the
+/// harness's teardown, or by a supervisor to its own successor.
+pub fn check_exits(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    let run_of_successor = |name: &str| ev.runs.iter().find(|r| r.successor == name);
+    for p in ev.processes {
+        let Some(exit) = p.exit else { continue };
+        let armed = p.armed.is_some();
+        let recorded = |pid: u32| ev.crash_record.iter().any(|(_, q)| *q == pid);
+        let ok = match exit.kind {
+            ExitKind::Signal(sig) if sig == Signal::SIGKILL as i32 => {
+                p.killed_by_harness
+                    || ev.killed_by_chaos(exit.pid).is_some()
+                    // A supervisor kills and reaps its successor on an
+                    // abort; when chaos killed that supervisor between the
+                    // two, the harness reaps the successor instead.
+                    || (p.kind == ProcKind::Successor
+                        && p.spawned_by.as_deref().is_some_and(|s| {
+                            ev.runs.iter().any(|r| {
+                                r.supervisor == s
+                                    && matches!(r.outcome, RunOutcome::Killed | RunOutcome::Crashed)
+                            })
+                        }))
+            }
+            ExitKind::Signal(_) => false,
+            ExitKind::Code(0) => true,
+            ExitKind::Code(handoff::crash::CRASH_EXIT_CODE) => armed && recorded(exit.pid),
+            ExitKind::Code(2 | 3) if p.kind == ProcKind::Supervisor => true,
+            ExitKind::Code(1) if p.kind == ProcKind::Successor => {
+                run_of_successor(&p.name).is_none_or(|r| r.outcome != RunOutcome::Committed)
+            }
+            ExitKind::Code(3) if p.kind == ProcKind::Successor => run_of_successor(&p.name)
+                .is_some_and(|r| {
+                    ev.schedule
+                        .faults_of(r.index)
+                        .any(|f| f.kind == FaultKind::Misbehave(Misbehaviour::ExitBeforeHello))
+                }),
+            ExitKind::Code(_) => false,
+        };
+        if !ok {
+            problems.push(format!(
+                "{} ({:?}{}) ended with {}",
+                p.name,
+                p.kind,
+                if armed { ", armed" } else { "" },
+                exit.kind
+            ));
+        }
+    }
+    Check::from_problems(
+        "no-unexpected-death",
+        problems,
+        "every reaped process ended in a way the episode explains".into(),
+    )
+}
+
+/// The entries of a `HANDOFF_CRASH_AT` spec: `(point, whether it exits)`
+/// (a `delay` or `hang` entry is a stall, not a crash).
+pub fn armed_points(spec: &str) -> impl Iterator<Item = (&str, bool)> {
+    spec.split(',').filter(|e| !e.trim().is_empty()).map(|entry| {
+        let (head, action) = entry.split_once('=').unwrap_or((entry, "exit"));
+        let point = head.split('@').next().unwrap_or(head).trim();
+        (point, action.trim() == "exit")
+    })
+}
+
+/// Invariant 6 (crash points): every point that fired fired in a process
+/// armed with it, and every exit 99 has its crash-record line.
+pub fn check_crash_points(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    for (point, pid) in ev.crash_record {
+        match ev.process_by_pid(*pid) {
+            Some(p) => {
+                let armed_with = p.armed.as_deref().is_some_and(|spec| {
+                    armed_points(spec).any(|(name, exit)| exit && name == point.as_str())
+                });
+                if !armed_with {
+                    problems.push(format!(
+                        "{point} fired in {} (pid {pid}), which was armed with {:?}",
+                        p.name, p.armed
+                    ));
+                }
+            }
+            None => problems.push(format!(
+                "{point} fired in pid {pid}, not a process of the episode"
+            )),
+        }
+    }
+    for p in ev.processes {
+        if let (Some(exit), Some(pid)) = (p.exit, p.pid)
+            && exit.kind == ExitKind::Code(handoff::crash::CRASH_EXIT_CODE)
+            && !ev.crash_record.iter().any(|(_, q)| *q == pid)
+        {
+            problems.push(format!(
+                "{} exited 99 but the crash record has no line for it",
+                p.name
+            ));
+        }
+    }
+    Check::from_problems(
+        "crash-point-fired",
+        problems,
+        format!(
+            "{} point(s) fired, each in its armed process",
+            ev.crash_record.len()
+        ),
+    )
+}
+
+/// DESIGN.md section 3: a supervisor goes past the successor's `Hello` only
+/// if the pid it announces is the child it spawned.
+pub fn check_successor_identity(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    for log in ev
+        .logs
+        .iter()
+        .filter(|l| l.process.starts_with("supervisor-"))
+    {
+        let spawned = log
+            .events
+            .iter()
+            .find(|e| e.name == events::SPAWN)
+            .and_then(|e| e.fields.get("successor_pid").and_then(|v| v.as_u64()));
+        let announced = log
+            .events
+            .iter()
+            .find(|e| e.name == events::HELLO && e.str_field("role") == Some("successor"))
+            .and_then(|e| e.fields.get("peer_pid").and_then(|v| v.as_u64()));
+        if let (Some(spawned), Some(announced)) = (spawned, announced)
+            && spawned != announced
+        {
+            problems.push(format!(
+                "{} accepted a successor Hello announcing pid {announced}; the child it spawned is \
+                 pid {spawned}",
+                log.process
+            ));
+        }
+    }
+    Check::from_problems(
+        "successor-identity",
+        problems,
+        "every accepted successor Hello named the spawned child".into(),
+    )
+}
+
+/// DESIGN.md section 3 ("N sends Ready before it re-binds the control
+/// socket path, so an abort before Ready never leaves O's path pointing at
+/// a dead successor"), seen from the incumbent: an incumbent that conceded
+/// to its successor (`superseded`) did so after that successor sent `Ready`.
+pub fn check_superseded_after_ready(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    for log in ev.logs {
+        for sup in log
+            .events
+            .iter()
+            .filter(|e| e.name == events::INCUMBENT_SUPERSEDED)
+        {
+            let id = sup.str_field("handoff_id").unwrap_or_default();
+            let ready = ev.logs.iter().flat_map(|l| l.events.iter()).any(|e| {
+                e.name == events::SUCCESSOR_READY
+                    && e.str_field("handoff_id") == Some(id)
+                    && e.mono_ns <= sup.mono_ns
+            });
+            if !ready {
+                problems.push(format!(
+                    "{} conceded handoff {id} to its successor (superseded), but no successor had \
+                     sent Ready: the control socket path was rebound before Ready",
+                    log.process
+                ));
+            }
+        }
+    }
+    Check::from_problems(
+        "superseded-only-after-ready",
+        problems,
+        "every concession followed the successor's Ready".into(),
+    )
+}
+
+/// Invariant 5 (chaos form): a run that left a journal was followed by a
+/// supervisor that recovered it. (That the journal is absent at the end is
+/// checked while the service runs.)
+pub fn check_journal_recovered(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    for (i, run) in ev.runs.iter().enumerate() {
+        if !run.journal_left {
+            continue;
+        }
+        match ev.runs.get(i + 1) {
+            None => problems.push(format!(
+                "{} left a journal and no supervisor ran after it",
+                run.supervisor
+            )),
+            Some(next) => {
+                if !ev
+                    .events_of(&next.supervisor)
+                    .any(|e| e.name == events::RECOVER)
+                {
+                    problems.push(format!(
+                        "{} left a journal but {} logged no {}",
+                        run.supervisor,
+                        next.supervisor,
+                        events::RECOVER
+                    ));
+                }
+            }
+        }
+    }
+    let left = ev.runs.iter().filter(|r| r.journal_left).count();
+    Check::from_problems(
+        "journal-recovered",
+        problems,
+        format!("{left} journal(s) left by a dead supervisor, each recovered by the next"),
+    )
+}
+
+/// What may explain a run that did not commit.
+fn faults_during(ev: &Evidence, run: &RunRecord) -> Vec<String> {
+    let (from, to) = (run.window_start_ns, run.window_end_ns);
+    let mut why = Vec::new();
+    for k in ev.kills.iter().filter(|k| k.at_ns >= from && k.at_ns <= to) {
+        why.push(format!("{} was killed", k.process));
+    }
+    for k in ev.kills.iter().filter(|k| k.run == run.index && k.idle) {
+        why.push(format!("{} was killed while idle", k.process));
+    }
+    let names = [
+        Some(&run.supervisor),
+        Some(&run.successor),
+        run.incumbent.as_ref(),
+    ];
+    for name in names.into_iter().flatten() {
+        if let Some(t) = ev.crash_time(name)
+            && t >= from
+            && t <= to
+        {
+            why.push(format!("{name} crashed at a crash point"));
+        }
+    }
+    if let Some(incumbent) = &run.incumbent
+        && ev.events_of(incumbent).any(|e| {
+            e.name == events::INCUMBENT_SEAL_FAILED && e.mono_ns >= from && e.mono_ns <= to
+        })
+    {
+        why.push("the incumbent's seal failed (FAKE_SEAL_FAIL)".into());
+    }
+    if run.planned {
+        for f in ev.schedule.faults_of(run.index) {
+            if let FaultKind::Misbehave(m) = f.kind
+                && m.host() == super::phase::Role::Successor
+            {
+                why.push(format!("the successor misbehaves ({m:?})"));
+            }
+        }
+    }
+    if run.incumbent.is_none() {
+        why.push("nothing served when it started".into());
+    }
+    why
+}
+
+/// Each supervisor run ended as what happened during it allows: a run no
+/// fault touched commits; a run whose successor is an impostor is refused
+/// before anything changes (no `PrepareHandoff`); the last run, the clean
+/// one, commits.
+pub fn check_outcomes(ev: &Evidence) -> Check {
+    let mut problems = Vec::new();
+    for run in ev.runs {
+        let dead = matches!(run.outcome, RunOutcome::Killed | RunOutcome::Crashed);
+        if run.impostor && !dead {
+            let prepared = ev
+                .events_of(&run.supervisor)
+                .any(|e| e.name == events::PREPARE);
+            if run.outcome != RunOutcome::Failed || prepared {
+                problems.push(format!(
+                    "{} was given an impostor successor (its Hello names another pid) and ended \
+                     {:?}{}; it must refuse it at the handshake, before anything changes",
+                    run.supervisor,
+                    run.outcome,
+                    if prepared {
+                        ", after asking the incumbent to drain"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            continue;
+        }
+        if run.outcome == RunOutcome::Committed {
+            continue;
+        }
+        let why = faults_during(ev, run);
+        if why.is_empty() {
+            problems.push(format!(
+                "{} ended {:?} ({}) though no fault touched it{}",
+                run.supervisor,
+                run.outcome,
+                run.exit.map_or("no exit".into(), |e| e.to_string()),
+                run.stderr_tail
+                    .as_deref()
+                    .map(|l| format!("; its stderr ends with: {l}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    match ev.runs.last() {
+        Some(last) if last.outcome == RunOutcome::Committed && !last.planned => {}
+        Some(last) => problems.push(format!(
+            "the episode did not end with a clean handoff that commits (last run {} ended {:?})",
+            last.supervisor, last.outcome
+        )),
+        None => problems.push("no supervisor ran".into()),
+    }
+    let committed = ev
+        .runs
+        .iter()
+        .filter(|r| r.outcome == RunOutcome::Committed)
+        .count();
+    Check::from_problems(
+        "outcome",
+        problems,
+        format!(
+            "{} run(s), {committed} committed; every other one explained by a fault",
+            ev.runs.len()
+        ),
+    )
+}
+
+/// Why a failed request failed, once attributed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    /// The process holding the connection was killed (chaos or a crash
+    /// point) while it was open.
+    HolderKilled,
+    /// The process holding the connection drained for a handoff while it
+    /// was open (it closes idle connections; requests in flight finish).
+    HolderHandedOff,
+    /// Nothing explains it.
+    Unexplained,
+}
+
+/// The lifetime facts of one service process, for attribution.
+#[derive(Debug, Clone, Default)]
+struct Fate {
+    killed_ns: Option<u64>,
+    crashed_ns: Option<u64>,
+    drains_ns: Vec<u64>,
+    exited_ns: Option<u64>,
+}
+
+fn fates(ev: &Evidence) -> HashMap<u32, Fate> {
+    let mut out: HashMap<u32, Fate> = HashMap::new();
+    for p in ev
+        .processes
+        .iter()
+        .filter(|p| p.kind != ProcKind::Supervisor)
+    {
+        let Some(pid) = p.pid else { continue };
+        let fate = out.entry(pid).or_default();
+        fate.killed_ns = ev.killed_by_chaos(pid).map(|k| k.at_ns);
+        fate.crashed_ns = ev.crash_time(&p.name);
+        fate.drains_ns = ev
+            .events_of(&p.name)
+            .filter(|e| e.name == events::INCUMBENT_DRAIN)
+            .map(|e| e.mono_ns)
+            .collect();
+        fate.exited_ns = p.exit.map(|e| e.reaped_mono_ns);
+    }
+    out
+}
+
+fn attribute(f: &FailedRequest, fates: &HashMap<u32, Fate>) -> Cause {
+    if f.failure == Failure::Refused || f.failure == Failure::Stalled {
+        return Cause::Unexplained;
+    }
+    let within = |t: Option<u64>| t.is_some_and(|t| t >= f.connected_ns && t <= f.failed_ns);
+    let died = |fate: &Fate| {
+        within(fate.killed_ns)
+            || within(fate.crashed_ns)
+            || fate
+                .exited_ns
+                .is_some_and(|t| t >= f.connected_ns && t <= f.failed_ns + REAP_SLACK_NS)
+                && (fate.killed_ns.is_some() || fate.crashed_ns.is_some())
+    };
+    let drained = |fate: &Fate| {
+        fate.drains_ns
+            .iter()
+            .any(|t| *t <= f.failed_ns && *t >= f.connected_ns)
+    };
+    let candidates: Vec<&Fate> = match f.holder {
+        Some(pid) => fates.get(&pid).into_iter().collect(),
+        // The connection failed before its holder said who it is: any
+        // service process that died or drained meanwhile may have held it.
+        None => fates.values().collect(),
+    };
+    if candidates.iter().any(|fate| died(fate)) {
+        Cause::HolderKilled
+    } else if candidates.iter().any(|fate| drained(fate)) {
+        Cause::HolderHandedOff
+    } else {
+        Cause::Unexplained
+    }
+}
+
+/// The client-side accounting of one episode.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    /// Requests that got their answer (the reader's; the writer's acks are
+    /// counted by [`crate::invariants::check_acked_writes`]).
+    pub answered: u64,
+    /// Failed requests by cause.
+    pub failed: BTreeMap<String, u64>,
+    /// `ECONNREFUSED` seen by the reader, the writer and the prober.
+    pub refused: u64,
+}
+
+/// The client-side accounting: every request was answered, or failed only
+/// because the process holding its connection was killed or was handing
+/// off (it drained); never refused; no read returned something other than
+/// the acknowledged value.
+pub fn check_client_accounting(
+    ev: &Evidence,
+    reader: Option<&ReaderReport>,
+    prober: &ProberReport,
+    writer_refusals: u64,
+) -> (Check, Accounting) {
+    let mut problems = Vec::new();
+    let mut acc = Accounting {
+        refused: writer_refusals + prober.refused_at_ns.len() as u64,
+        ..Accounting::default()
+    };
+    if !prober.refused_at_ns.is_empty() {
+        problems.push(format!(
+            "{} connect(s) of the prober refused: the listening socket was not held throughout",
+            prober.refused_at_ns.len()
+        ));
+    }
+    if writer_refusals > 0 {
+        problems.push(format!(
+            "{writer_refusals} connect(s) of the writer refused"
+        ));
+    }
+    if let Some(r) = reader {
+        acc.answered = r.acked.len() as u64 + r.reads_ok;
+        let fates = fates(ev);
+        let mut unexplained = Vec::new();
+        for f in &r.failed {
+            let cause = attribute(f, &fates);
+            if f.failure == Failure::Refused {
+                acc.refused += 1;
+            }
+            *acc.failed.entry(format!("{cause:?}")).or_default() += 1;
+            if cause == Cause::Unexplained {
+                unexplained.push(f);
+            }
+        }
+        let unkept = r.failed_total - r.failed.len() as u64;
+        if unkept > 0 {
+            *acc.failed.entry("NotKept".into()).or_default() += unkept;
+        }
+        if !unexplained.is_empty() {
+            let name = |pid: Option<u32>| {
+                pid.and_then(|p| ev.process_by_pid(p))
+                    .map_or_else(|| format!("{pid:?}"), |p| p.name.clone())
+            };
+            problems.push(format!(
+                "{} request(s) failed with no kill or handoff to explain it, e.g. {}",
+                unexplained.len(),
+                unexplained
+                    .iter()
+                    .take(3)
+                    .map(|f| format!(
+                        "{:?} on a connection held by {}: {:?}",
+                        f.request,
+                        name(f.holder),
+                        f.failure
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        for m in r.mismatches.iter().take(3) {
+            problems.push(format!(
+                "GET {} answered {:?} by {}; the acknowledged value is {:?}",
+                m.key,
+                m.got,
+                m.holder
+                    .and_then(|p| ev.process_by_pid(p))
+                    .map_or("?", |p| p.name.as_str()),
+                m.expected
+            ));
+        }
+        if r.mismatches.len() > 3 {
+            problems.push(format!("{} read mismatch(es) in all", r.mismatches.len()));
+        }
+    }
+    let detail = format!(
+        "{} answered, failed {:?}, {} refused",
+        acc.answered, acc.failed, acc.refused
+    );
+    (
+        Check::from_problems("client-accounting", problems, detail),
+        acc,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::parse_log;
+    use crate::reaper::Exit;
+
+    fn log(process: &str, pid: u32, lines: &[(u64, &str, &str)]) -> ProcessLog {
+        let text: String = lines
+            .iter()
+            .map(|(t, name, extra)| {
+                format!(
+                    r#"{{"mono_ns":{t},"pid":{pid},"level":"INFO","event":"{name}","message":""{extra}}}"#
+                ) + "\n"
+            })
+            .collect();
+        parse_log(process, text.as_bytes())
+    }
+
+    fn proc_entry(name: &str, pid: u32, kind: ProcKind, exit: Option<ExitKind>) -> ProcEntry {
+        ProcEntry {
+            name: name.into(),
+            pid: Some(pid),
+            kind,
+            armed: None,
+            spawned_by: None,
+            exit: exit.map(|kind| Exit {
+                pid,
+                kind,
+                reaped_mono_ns: 1_000,
+            }),
+            killed_by_harness: false,
+        }
+    }
+
+    fn schedule() -> Schedule {
+        Schedule {
+            seed: 0,
+            runs: 1,
+            faults: vec![],
+        }
+    }
+
+    #[test]
+    fn a_supervisor_that_accepts_the_wrong_pid_is_caught() {
+        let good = log(
+            "supervisor-1",
+            10,
+            &[
+                (1, events::SPAWN, r#","successor_pid":11"#),
+                (2, events::HELLO, r#","role":"successor","peer_pid":11"#),
+            ],
+        );
+        let bad = log(
+            "supervisor-2",
+            20,
+            &[
+                (1, events::SPAWN, r#","successor_pid":21"#),
+                (2, events::HELLO, r#","role":"successor","peer_pid":1"#),
+            ],
+        );
+        let s = schedule();
+        let ev = |logs: &[ProcessLog]| {
+            let logs = logs.to_vec();
+            let ev = Evidence {
+                logs: &logs,
+                processes: &[],
+                kills: &[],
+                runs: &[],
+                crash_record: &[],
+                schedule: &s,
+            };
+            check_successor_identity(&ev).ok
+        };
+        assert!(ev(&[good.clone()]));
+        assert!(!ev(&[good, bad]));
+    }
+
+    #[test]
+    fn conceding_before_ready_is_caught() {
+        let id = r#","handoff_id":"0f1e2d3c-4b5a-4978-8877-665544332211""#;
+        let o = log("peer-0", 1, &[(50, events::INCUMBENT_SUPERSEDED, id)]);
+        let n_ready = log("peer-1", 2, &[(40, events::SUCCESSOR_READY, id)]);
+        let n_silent = log("peer-1", 2, &[(40, events::SUCCESSOR_FLOCK_TAKEN, id)]);
+        let s = schedule();
+        for (n, ok) in [(n_ready, true), (n_silent, false)] {
+            let logs = vec![o.clone(), n];
+            let ev = Evidence {
+                logs: &logs,
+                processes: &[],
+                kills: &[],
+                runs: &[],
+                crash_record: &[],
+                schedule: &s,
+            };
+            assert_eq!(check_superseded_after_ready(&ev).ok, ok);
+        }
+    }
+
+    #[test]
+    fn failed_requests_are_charged_to_kills_and_drains() {
+        let logs = vec![log("peer-1", 7, &[(500, events::INCUMBENT_DRAIN, "")])];
+        let processes = vec![
+            proc_entry("peer-0", 6, ProcKind::ColdStart, Some(ExitKind::Signal(9))),
+            proc_entry("peer-1", 7, ProcKind::Successor, None),
+        ];
+        let kills = vec![KillRecord {
+            fault_id: 0,
+            run: 0,
+            idle: false,
+            victim: super::super::phase::Role::Incumbent,
+            process: "peer-0".into(),
+            pid: 6,
+            trigger: "idle".into(),
+            delay_ms: 0,
+            at_ns: 300,
+            phase: super::super::phase::Phase::Idle,
+        }];
+        let s = schedule();
+        let ev = Evidence {
+            logs: &logs,
+            processes: &processes,
+            kills: &kills,
+            runs: &[],
+            crash_record: &[],
+            schedule: &s,
+        };
+        let fates = fates(&ev);
+        let failed = |holder, connected_ns, failed_ns, failure| FailedRequest {
+            request: "PUT r1 w1".into(),
+            holder,
+            connected_ns,
+            failed_ns,
+            failure,
+        };
+        let closed = || Failure::Closed("eof".into());
+        assert_eq!(
+            attribute(&failed(Some(6), 100, 310, closed()), &fates),
+            Cause::HolderKilled
+        );
+        assert_eq!(
+            attribute(&failed(Some(7), 400, 510, closed()), &fates),
+            Cause::HolderHandedOff
+        );
+        // A drain before the connection was opened explains nothing.
+        assert_eq!(
+            attribute(&failed(Some(7), 600, 700, closed()), &fates),
+            Cause::Unexplained
+        );
+        assert_eq!(
+            attribute(&failed(None, 0, 0, Failure::Refused), &fates),
+            Cause::Unexplained
+        );
+        assert_eq!(
+            attribute(&failed(None, 250, 320, closed()), &fates),
+            Cause::HolderKilled
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! `harness`: the chaos toolkit's command line.
+//!
+//! Each subcommand is one variant of [`Command`] and one function; add a
+//! subcommand by adding both.
+#![deny(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use harness::{catalog, runner};
+
+/// Chaos toolkit for handoff: crash points, scenarios, invariants.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every declared crash point (name, side, description).
+    Points {
+        /// Print JSON (an array of {name, side, description}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every scenario of the suite.
+    Scenarios,
+    /// Run one scenario and print its S/O/N timeline and the invariants.
+    ///
+    /// SCENARIO is a crash point name (runs `crash::<point>`) or a scenario
+    /// name (`recover::<point>`, `happy-path`, ...; see `harness scenarios`).
+    Repro {
+        /// The crash point or scenario.
+        scenario: String,
+        /// Keep the scenario directory even when it passes.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Random kills at random phases under live traffic, reproducible by
+    /// seed: the project's main job (default: 200 episodes or 60 s,
+    /// whichever comes first).
+    Chaos(harness::chaos::ChaosArgs),
+}
+
+fn main() -> ExitCode {
+    // A scenario may spawn this binary as a lying successor.
+    harness::impostor::run_if_requested();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Points { json } => points(json),
+        Command::Scenarios => scenarios(),
+        Command::Repro { scenario, keep } => repro(&scenario, keep),
+        Command::Chaos(args) => chaos(&args),
+    }
+}
+
+fn points(json: bool) -> ExitCode {
+    let registry = handoff::crash::REGISTRY;
+    if json {
+        match serde_json::to_string_pretty(registry) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("harness: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let width = registry.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        for p in registry {
+            println!("{:<width$}  {}", p.name, p.description);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn scenarios() -> ExitCode {
+    for s in catalog::all() {
+        println!("{:<40}  {}", s.name, s.summary);
+    }
+    ExitCode::SUCCESS
+}
+
+fn repro(name: &str, keep: bool) -> ExitCode {
+    let Some(scenario) = catalog::find(name) else {
+        eprintln!(
+            "harness: no scenario or crash point called {name:?}; `harness points` and \
+             `harness scenarios` list them"
+        );
+        return ExitCode::from(2);
+    };
+    let mut report = runner::run(&scenario);
+    println!("{}", scenario.summary);
+    println!();
+    println!("{}", report.timeline());
+    println!("invariants:");
+    print!("{}", report.checks_text());
+    if let Some(e) = &report.error {
+        println!("  error: {e}");
+    }
+    if keep && !report.dir_kept {
+        println!("logs kept in {}", report.keep_dir().display());
+    }
+    if report.passed() {
+        println!("\n{}: passed", scenario.name);
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{}", report.failure_text());
+        ExitCode::FAILURE
+    }
+}
+
+fn chaos(args: &harness::chaos::ChaosArgs) -> ExitCode {
+    harness::chaos::run(args)
+}

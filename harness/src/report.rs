@@ -1,0 +1,341 @@
+//! What a scenario run produced: outcomes, processes, events, invariant
+//! results; its deterministic view for snapshots; and the texts printed on
+//! failure.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::eventlog::{Normaliser, ProcessLog};
+use crate::fixture::{Fixture, ProcEntry, SupervisorHandle};
+use crate::invariants::Check;
+use crate::reaper::ExitKind;
+use crate::scenario::{Handoff, Outcome, Scenario};
+use crate::snapshot::{ProcessEvents, SnapshotView};
+use crate::timeline;
+
+/// What the journal held after a supervisor run, names instead of pids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalView {
+    /// `Negotiating`, `Draining`, ... or `absent` / `unreadable`.
+    pub phase: String,
+    /// Who the journal says the incumbent is.
+    pub incumbent: String,
+    /// Who it says the successor is.
+    pub successor: Option<String>,
+    /// Why it is unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A second supervisor started during a handoff.
+#[derive(Debug, Clone)]
+pub struct SecondSupervisor {
+    /// Its name.
+    pub supervisor: String,
+    /// How it ended.
+    pub exit: ExitKind,
+    /// Its outcome.
+    pub outcome: Option<Outcome>,
+    /// Whether its stderr says it was refused.
+    pub stderr_mentions_refusal: bool,
+    /// Whether the first supervisor's journal survived it.
+    pub journal_kept: bool,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// One supervisor run.
+#[derive(Debug, Clone)]
+pub struct HandoffRecord {
+    /// `supervisor-<k>`.
+    pub supervisor: String,
+    /// The successor's name.
+    pub successor: String,
+    /// Index in the scenario's plan; `None` for the recovery handoff.
+    pub planned: Option<usize>,
+    /// Acceptable outcomes.
+    pub expect: Vec<Outcome>,
+    /// The successor's environment.
+    pub successor_env: Vec<(String, String)>,
+    /// How the supervisor ended.
+    pub exit: Option<ExitKind>,
+    /// Its outcome.
+    pub outcome: Option<Outcome>,
+    /// Its stdout (`committed <id> pid=<n>` on commit).
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// A journal remained after it.
+    pub journal_left: bool,
+    /// The journal it left, when the scenario inspects it.
+    pub journal: Option<JournalView>,
+    /// Who was the incumbent once the service settled (or `no service`).
+    pub settled: Option<String>,
+    /// A second supervisor, if one was started during this run.
+    pub second: Option<SecondSupervisor>,
+}
+
+impl HandoffRecord {
+    /// A record for a run just started.
+    pub fn new(handle: &SupervisorHandle, planned: Option<usize>, plan: &Handoff) -> Self {
+        Self {
+            supervisor: handle.name.clone(),
+            successor: handle.successor.clone(),
+            planned,
+            expect: plan.expect.clone(),
+            successor_env: plan.successor_env.clone(),
+            exit: None,
+            outcome: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            journal_left: false,
+            journal: None,
+            settled: None,
+            second: None,
+        }
+    }
+}
+
+/// A scenario's result. Owns the scenario directory: it is removed when the
+/// report drops, unless [`Report::keep_dir`] was called (a failing run keeps
+/// it).
+#[derive(Debug)]
+pub struct Report {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Its directory (kept when the run failed).
+    pub dir: PathBuf,
+    /// Whether the directory was kept.
+    pub dir_kept: bool,
+    /// A harness-level error that stopped the run early.
+    pub error: Option<String>,
+    /// Each supervisor run.
+    pub handoffs: Vec<HandoffRecord>,
+    /// Service restarts, in order.
+    pub restarts: Vec<String>,
+    /// The incumbent at the end.
+    pub final_incumbent: Option<String>,
+    /// The lock file's inode after the first start.
+    pub first_lock_inode: Option<u64>,
+    /// Invariant results.
+    pub checks: Vec<Check>,
+    /// Every process.
+    pub processes: Vec<ProcEntry>,
+    /// Every event log.
+    pub logs: Vec<ProcessLog>,
+    /// Names for ids, pids, paths.
+    pub normaliser: Normaliser,
+    /// Crash points that fired: `(point, process)`.
+    pub fired: Vec<(String, String)>,
+    /// Crash points reached (a `handoff.crash` event), whatever their action.
+    pub reached: std::collections::BTreeSet<String>,
+    /// The directory, removed on drop unless kept.
+    pub dir_guard: Option<tempfile::TempDir>,
+}
+
+impl Report {
+    /// An empty report for `scenario`.
+    pub fn new(scenario: &Scenario) -> Self {
+        Self {
+            scenario: scenario.clone(),
+            dir: PathBuf::new(),
+            dir_kept: false,
+            error: None,
+            handoffs: Vec::new(),
+            restarts: Vec::new(),
+            final_incumbent: None,
+            first_lock_inode: None,
+            checks: Vec::new(),
+            processes: Vec::new(),
+            logs: Vec::new(),
+            normaliser: Normaliser::default(),
+            fired: Vec::new(),
+            reached: std::collections::BTreeSet::new(),
+            dir_guard: None,
+        }
+    }
+
+    /// Keep the scenario directory after the report drops; returns its path.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir_guard.take() {
+            let _ = dir.keep();
+        }
+        self.dir_kept = true;
+        self.dir.clone()
+    }
+
+    /// The handoff that spawned successor `name`.
+    pub fn handoff_of_successor(&self, name: &str) -> Option<&HandoffRecord> {
+        self.handoffs.iter().find(|h| h.successor == name)
+    }
+
+    /// Take the processes and logs from the fixture and build the names.
+    pub fn collect(&mut self, fx: &Fixture) {
+        self.processes = fx.processes().to_vec();
+        self.logs = fx.logs();
+        let root = fx.root().to_string_lossy().into_owned();
+        let bin_dir = fx
+            .bins()
+            .fake_peer
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let exe = std::env::current_exe()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut n = Normaliser::new(vec![
+            (root, "<dir>".into()),
+            (bin_dir, "<bin>".into()),
+            (exe, "<impostor>".into()),
+        ]);
+        for p in &self.processes {
+            if let Some(pid) = p.pid {
+                n.learn_pid(pid, &p.name);
+            }
+        }
+        n.learn_ids(&self.logs);
+        self.normaliser = n;
+        let record = std::fs::read_to_string(fx.crash_record()).unwrap_or_default();
+        self.fired = record
+            .lines()
+            .filter_map(|l| {
+                let (point, pid) = l.trim().split_once(' ')?;
+                let pid: u32 = pid.parse().ok()?;
+                Some((
+                    point.to_string(),
+                    fx.name_of(pid)
+                        .map_or_else(|| format!("pid {pid}"), str::to_string),
+                ))
+            })
+            .collect();
+        self.reached = self
+            .logs
+            .iter()
+            .flat_map(|l| l.events.iter())
+            .filter(|e| e.name == handoff::events::CRASH)
+            .filter_map(|e| e.str_field("point").map(str::to_string))
+            .collect();
+        for log in &self.logs {
+            if !log.bad_lines.is_empty() {
+                self.checks.push(Check::fail(
+                    "event-log-well-formed",
+                    format!(
+                        "{}: lines that are not events: {:?}",
+                        log.process, log.bad_lines
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// True when nothing failed.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.checks.iter().all(|c| c.ok)
+    }
+
+    /// Crash points that fired (their names).
+    pub fn fired_points(&self) -> Vec<String> {
+        self.fired.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// Each process's normalised events, in its own order.
+    pub fn normalised_events(&self) -> Vec<ProcessEvents> {
+        self.logs
+            .iter()
+            .map(|log| ProcessEvents {
+                process: log.process.clone(),
+                events: log
+                    .events
+                    .iter()
+                    .map(|e| self.normaliser.event(e))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The deterministic view: what the snapshot holds (see
+    /// [`crate::snapshot`] for what is left out, and why).
+    pub fn snapshot_view(&self) -> SnapshotView {
+        crate::snapshot::view(self)
+    }
+
+    /// The side-by-side timeline of every process.
+    pub fn timeline(&self) -> String {
+        timeline::render(self)
+    }
+
+    /// The invariant results, one per line.
+    pub fn checks_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            out.push_str(&format!(
+                "  [{}] {}: {}\n",
+                if c.ok { "ok" } else { "FAILED" },
+                c.name,
+                self.normaliser.text(&c.detail)
+            ));
+        }
+        out
+    }
+
+    /// Everything a human needs when the scenario failed, ending with the
+    /// one command that reproduces it.
+    pub fn failure_text(&self) -> String {
+        let mut out = format!("scenario {} FAILED\n", self.scenario.name);
+        if let Some(e) = &self.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        for c in self.checks.iter().filter(|c| !c.ok) {
+            out.push_str(&format!("  {}: {}\n", c.name, c.detail));
+        }
+        out.push_str("\nsupervisor runs:\n");
+        for h in &self.handoffs {
+            out.push_str(&format!(
+                "  {} → {:?} ({}), then {}\n",
+                h.supervisor,
+                h.outcome,
+                h.exit.map_or("no exit".into(), |e| e.to_string()),
+                h.settled.as_deref().unwrap_or("?")
+            ));
+        }
+        out.push_str("\nprocesses:\n");
+        for p in &self.processes {
+            out.push_str(&format!(
+                "  {:<14} pid {:<8} {:?}{} → {}\n",
+                p.name,
+                p.pid.map_or("?".into(), |p| p.to_string()),
+                p.kind,
+                p.armed
+                    .as_ref()
+                    .map(|a| format!(" armed {a}"))
+                    .unwrap_or_default(),
+                p.exit
+                    .map_or("not reaped by the harness".into(), |e| e.kind.to_string())
+            ));
+        }
+        out.push_str("\ninvariants:\n");
+        out.push_str(&self.checks_text());
+        out.push('\n');
+        out.push_str(&self.timeline());
+        if self.dir_kept {
+            out.push_str(&format!(
+                "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",
+                self.dir.display()
+            ));
+        }
+        out.push_str(&format!("reproduce: {}\n", self.scenario.repro_command()));
+        out
+    }
+}
+
+pub(crate) fn snake(o: &Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub(crate) fn names(outcomes: &[Outcome]) -> String {
+    outcomes.iter().map(snake).collect::<Vec<_>>().join(" | ")
+}

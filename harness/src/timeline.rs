@@ -1,0 +1,170 @@
+//! A side-by-side text timeline of a scenario: one column per process,
+//! headed `S` (a supervisor), `O` (a cold-started incumbent) or `N` (a
+//! successor), rows merged on the shared monotonic clock, with each
+//! process's exit as the harness saw it. For humans reproducing a failure;
+//! the interleaving it shows is one run's, never something to assert on.
+
+use crate::eventlog;
+use crate::fixture::ProcKind;
+use crate::report::Report;
+
+/// Width of one column.
+const COLUMN: usize = 34;
+/// More processes than this are listed in one column, labelled.
+const MAX_COLUMNS: usize = 6;
+
+struct Row {
+    mono_ns: u64,
+    column: usize,
+    text: String,
+}
+
+fn role_letter(kind: Option<ProcKind>) -> &'static str {
+    match kind {
+        Some(ProcKind::Supervisor) => "S",
+        Some(ProcKind::ColdStart) => "O",
+        Some(ProcKind::Successor) => "N",
+        None => "?",
+    }
+}
+
+/// Render the report's timeline.
+pub fn render(report: &Report) -> String {
+    let mut columns: Vec<String> = report.logs.iter().map(|l| l.process.clone()).collect();
+    for p in &report.processes {
+        if p.exit.is_some() && !columns.contains(&p.name) {
+            columns.push(p.name.clone());
+        }
+    }
+    columns.sort_by_key(|c| eventlog::process_order(c));
+    // Supervisors first reads oddly across generations; order S, then peers
+    // by index is what `process_order` gives, which keeps O left of N.
+    let kind_of = |name: &str| {
+        report
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.kind)
+    };
+    let col_of = |name: &str| columns.iter().position(|c| c == name).unwrap_or(0);
+
+    let mut rows: Vec<Row> = Vec::new();
+    for log in &report.logs {
+        for ev in &log.events {
+            let line = report.normaliser.event(ev);
+            let line = line.strip_prefix("handoff.").unwrap_or(&line).to_string();
+            rows.push(Row {
+                mono_ns: ev.mono_ns,
+                column: col_of(&log.process),
+                text: line,
+            });
+        }
+    }
+    for p in &report.processes {
+        if let Some(exit) = p.exit {
+            rows.push(Row {
+                mono_ns: exit.reaped_mono_ns,
+                column: col_of(&p.name),
+                text: format!(
+                    "✝ {}{}",
+                    exit.kind,
+                    if p.killed_by_harness {
+                        " (harness teardown)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+    }
+    rows.sort_by_key(|r| (r.mono_ns, r.column));
+    let t0 = rows.first().map_or(0, |r| r.mono_ns);
+
+    let mut out = format!(
+        "timeline of {} (ms since the first event; S supervisor, O cold-started incumbent, \
+         N successor)\n",
+        report.scenario.name
+    );
+    if columns.len() > MAX_COLUMNS {
+        for r in &rows {
+            let name = &columns[r.column];
+            out.push_str(&format!(
+                "{:>9.3}  {} {:<14} {}\n",
+                (r.mono_ns - t0) as f64 / 1e6,
+                role_letter(kind_of(name)),
+                name,
+                r.text
+            ));
+        }
+        return out;
+    }
+    out.push_str(&format!("{:>9}  ", ""));
+    for c in &columns {
+        out.push_str(&format!(
+            "| {:<w$}",
+            format!("{} {c}", role_letter(kind_of(c))),
+            w = COLUMN - 2
+        ));
+    }
+    out.push('\n');
+    out.push_str(&format!("{}\n", "-".repeat(11 + columns.len() * COLUMN)));
+    for r in &rows {
+        let pieces = wrap(&r.text, COLUMN - 3);
+        for (i, piece) in pieces.iter().enumerate() {
+            if i == 0 {
+                out.push_str(&format!("{:>9.3}  ", (r.mono_ns - t0) as f64 / 1e6));
+            } else {
+                out.push_str(&format!("{:>9}  ", ""));
+            }
+            for c in 0..columns.len() {
+                let cell = if c == r.column { piece.as_str() } else { "" };
+                out.push_str(&format!("| {:<w$}", cell, w = COLUMN - 2));
+            }
+            out.truncate(out.trim_end().len());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Split `text` into pieces of at most `width` characters, at spaces when
+/// possible.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                out.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            out.push(head);
+        }
+        let needed = if line.is_empty() { 0 } else { 1 } + word.chars().count();
+        if line.chars().count() + needed > width && !line.is_empty() {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || out.is_empty() {
+        out.push(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_keeps_words_and_splits_long_ones() {
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), vec![""]);
+    }
+}
