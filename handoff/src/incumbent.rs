@@ -401,6 +401,7 @@ impl Incumbent {
             Ok(report) => report,
             Err(seal_error) => {
                 // Keep the flock, tell the supervisor, serve again at once.
+                tracing::warn!(target: events::INCUMBENT_SEAL_FAILED, %handoff_id, error = %seal_error, "seal failed; keeping the flock and resuming");
                 write_message(
                     stream,
                     version,
@@ -411,7 +412,6 @@ impl Incumbent {
                     },
                 )?;
                 crash_here!(points::O_AFTER_SEAL_FAILED_SENT);
-                tracing::warn!(target: events::INCUMBENT_SEAL_FAILED, %handoff_id, error = %seal_error, "seal failed; keeping the flock and resuming");
                 drainable.resume_after_abort();
                 tracing::info!(target: events::INCUMBENT_RESUME, %handoff_id, cause = "seal_failed", "serving again");
                 return Ok(SessionEnd::Continue);

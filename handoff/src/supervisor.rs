@@ -79,6 +79,9 @@ pub struct Supervisor {
     timeouts: SupervisorTimeouts,
     /// At most one in-flight handoff per service.
     in_flight: Mutex<()>,
+    /// The handoff whose journal this supervisor wrote and has not cleared:
+    /// only that journal is ours to clear when a handoff fails.
+    journal_owned: Mutex<Option<HandoffId>>,
 }
 
 /// How to start a process: the successor of a handoff, or the first
@@ -170,8 +173,10 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             tracing::warn!(
-                pid = self.pid,
-                "killing leaked successor child on guard drop"
+                target: events::ABORT,
+                cause = "error",
+                successor_pid = self.pid,
+                "killing the successor: the handoff ended in an error"
             );
             let _ = c.kill();
             let _ = c.wait();
@@ -197,6 +202,7 @@ impl Supervisor {
             build_id: Vec::new(),
             timeouts: SupervisorTimeouts::default(),
             in_flight: Mutex::new(()),
+            journal_owned: Mutex::new(None),
         })
     }
 
@@ -257,23 +263,38 @@ impl Supervisor {
     /// from `spec`. Returns `Ok` with `committed: false` when the handoff was
     /// aborted and the incumbent resumed; `Err` when it could not run.
     pub fn perform_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
-        let result = self.drive_handoff(spec);
+        let result = self
+            .in_flight
+            .try_lock()
+            .map_err(|_| Error::HandoffInProgress)
+            .and_then(|_in_flight| {
+                // A journal that cannot be written would fail the handoff
+                // half-way; find out before any peer changes state.
+                self.check_journal_writable()?;
+                let result = self.drive_handoff(spec);
+                let owned = self
+                    .journal_owned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let (Err(_), Some(handoff_id)) = (&result, owned) {
+                    // The journal is cleared at the end either way (DESIGN
+                    // section 5): the successor was killed by the child
+                    // guard, and the incumbent recovers from the closed
+                    // session on its own. Only a journal this call wrote.
+                    self.journal_clear(handoff_id);
+                }
+                result
+            });
         if let Err(e) = &result {
             tracing::warn!(target: events::OUTCOME, committed = false, failed = true, error = %e, "handoff failed");
         }
         result
     }
 
+    /// The handoff itself, under the in-flight mutex.
     fn drive_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
-        let _in_flight = self
-            .in_flight
-            .try_lock()
-            .map_err(|_| Error::HandoffInProgress)?;
         let t = &self.timeouts;
-
-        // A journal that cannot be written would fail the handoff half-way;
-        // find out before any peer changes state.
-        self.check_journal_writable()?;
 
         let handoff_id = HandoffId::new();
         let started_instant = Instant::now();
@@ -281,8 +302,7 @@ impl Supervisor {
         let total_deadline_at = started_instant + spec.deadline;
 
         // 1. Connect to O.
-        let mut o_stream = UnixStream::connect(&self.socket_path)?;
-        let o = self.exchange_hello(&mut o_stream, handoff_id, Side::Incumbent, None)?;
+        let (mut o_stream, o) = self.connect_incumbent(handoff_id)?;
         tracing::info!(target: events::HELLO, %handoff_id, role = "incumbent", peer_pid = o.pid, proto_version = o.version, "incumbent hello");
         crash_here!(points::S_AFTER_O_HELLO);
 
@@ -459,13 +479,13 @@ impl Supervisor {
                 if let Err(e) =
                     write_message(&mut o_stream, o.version, &Message::Commit { handoff_id })
                 {
-                    tracing::warn!(%handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
+                    tracing::warn!(target: events::COMMIT, %handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
                 }
                 crash_here!(points::S_AFTER_COMMIT_SENT);
                 // Best effort: if this fails the next supervisor sees
                 // AwaitingReady and runs its standard recovery.
                 if let Err(e) = self.journal_set(journal(Phase::Committed)) {
-                    tracing::warn!(%handoff_id, error = %e, "journal Committed failed");
+                    tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal Committed failed");
                 }
                 self.journal_clear(handoff_id);
                 crash_here!(points::S_AFTER_JOURNAL_CLEAR);
@@ -536,7 +556,17 @@ impl Supervisor {
             Ok(pid) => {
                 tracing::info!(target: events::RECOVER, incumbent_pid = pid, "incumbent answers");
             }
+            Err(Error::Refused(reason)) => {
+                // Still refused after the probe's bound: another supervisor
+                // is alive and driving a handoff. Its journal is not ours to
+                // clear, and we must not start a second handoff.
+                tracing::warn!(target: events::RECOVER, reason = %reason, "incumbent refuses: another supervisor is driving a handoff; leaving its journal alone");
+                return Err(Error::Refused(reason));
+            }
             Err(e) => {
+                // Nobody answers at all: the incumbent is gone, and its
+                // replacement (a cold start) starts from the data dir, not
+                // from this journal.
                 tracing::warn!(target: events::RECOVER, error = %e, "incumbent did not answer during journal recovery");
             }
         }
@@ -586,6 +616,26 @@ impl Supervisor {
             std::thread::sleep(step);
         }
         Err(last_err)
+    }
+
+    /// Connect to the incumbent and exchange hellos. A `Refused` is retried
+    /// for at most `hello_read`: an incumbent may take a moment to notice
+    /// that a previous supervisor's session is over. Refused past that, a
+    /// second supervisor is alive, and the error says so.
+    fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(UnixStream, Peer)> {
+        let give_up_at = Instant::now() + self.timeouts.hello_read;
+        loop {
+            let mut stream = UnixStream::connect(&self.socket_path)?;
+            match self.exchange_hello(&mut stream, handoff_id, Side::Incumbent, None) {
+                Ok(peer) => return Ok((stream, peer)),
+                Err(Error::Refused(reason)) if Instant::now() < give_up_at => {
+                    tracing::debug!(reason = %reason, "incumbent refused; retrying");
+                    // Pacing between attempts while the old session closes.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Receive the peer's `Hello`, answer `HelloAck` with the chosen version.
@@ -764,24 +814,29 @@ impl Supervisor {
                 started_at_unix_ms: entry.started_unix_ms,
             }
             .write_atomic(path)?;
+            *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(entry.handoff_id);
             tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal written");
         }
         Ok(())
     }
 
     fn journal_clear(&self, handoff_id: HandoffId) {
-        if let Some(path) = &self.journal_path {
-            match StateJournal::delete(path) {
-                Ok(()) => {
-                    tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal cleared")
-                }
-                Err(e) => tracing::warn!(
-                    %handoff_id,
-                    error = %e,
-                    path = %path.display(),
-                    "failed to clear the handoff journal; the next supervisor start will recover from it"
-                ),
+        let Some(path) = &self.journal_path else {
+            return;
+        };
+        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match StateJournal::delete(path) {
+            Ok(()) => {
+                tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal cleared")
             }
+            Err(e) => tracing::warn!(
+                target: events::JOURNAL,
+                %handoff_id,
+                error = %e,
+                path = %path.display(),
+                "failed to clear the handoff journal; the next supervisor start will recover from it"
+            ),
         }
     }
 }
@@ -832,7 +887,7 @@ fn send_best_effort_abort(
             reason: reason.clone(),
         },
     ) {
-        tracing::warn!(%handoff_id, reason = %reason, error = %e, "best-effort Abort to the successor failed; it will be killed and reaped anyway");
+        tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, error = %e, "best-effort Abort to the successor failed; it will be killed and reaped anyway");
     }
 }
 

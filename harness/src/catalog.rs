@@ -106,11 +106,10 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
         )),
         "o-after-drained-sent" => Some((
             Racy {
-                why: "O dies right after Drained. S's SealRequest either fails at once (EPIPE: \
-                      S returns the error and leaves its journal for the next supervisor) or \
-                      lands in the dead socket's buffer, and S's read fails: S aborts, clears \
-                      the journal, and returns the error. FIXME(handoff/src/supervisor.rs, \
-                      perform_handoff): the same event, two recoveries",
+                why: "O dies right after Drained. S's SealRequest either fails at once \
+                      (EPIPE) or lands in the dead socket's buffer and S's read fails; either \
+                      way S clears its journal and returns the error, but which step failed \
+                      (and so S's last events) is a race",
                 truncate_after: vec![("supervisor-1", events::SEAL)],
                 drop: vec![
                     ("supervisor-2", events::RECOVER),
@@ -243,19 +242,22 @@ pub fn named_scenarios() -> Vec<Scenario> {
     );
     s.timeouts.drain_grace_ms = 200;
     s.incumbent_env.push(("FAKE_DRAIN_MS".into(), "900".into()));
-    // FIXME(handoff/src/supervisor.rs, perform_handoff): a drain timeout is
-    // an error (exit 3) that leaves the journal in phase Negotiating, where
-    // DESIGN.md section 5 says the journal is cleared at the end either way
-    // (and the brief expects an abort, exit 2). Today's behaviour is
-    // asserted; the recovery supervisor then clears the journal and commits
-    // (invariant 5). When fixed, expect `Handoff::aborts()` and no journal.
-    s.handoffs = vec![Handoff {
-        expect: vec![Outcome::Failed],
-        ..Handoff::commits()
-    }];
+    // A drain timeout is an error (exit 3), as in the seed: the supervisor
+    // gives up before the seal and clears its journal (DESIGN.md section 5,
+    // "cleared at the end either way"); the incumbent, drained but not
+    // sealed, resumes on the closed session. The next handoff, with a drain
+    // grace that covers the slow drain, commits.
+    s.handoffs = vec![
+        Handoff {
+            expect: vec![Outcome::Failed],
+            ..Handoff::commits()
+        },
+        Handoff {
+            drain_grace_ms: Some(3_000),
+            ..Handoff::commits()
+        },
+    ];
     s.inspect_journal = true;
-    // The incumbent stays slow: the recovery handoff gets a drain grace
-    // that covers it.
     s.recovery.drain_grace_ms = Some(3_000);
     out.push(s);
 

@@ -261,7 +261,10 @@ impl Normaliser {
                 let mut texts: Vec<&str> = vec![&ev.message];
                 texts.extend(ev.fields.values().filter_map(Value::as_str));
                 for text in texts {
-                    for (a, b) in find_uuids(text) {
+                    // Paths first: a directory name may hold a UUID (a
+                    // nextest run id), which is not a handoff id.
+                    let text = self.replace_paths(text);
+                    for (a, b) in find_uuids(&text) {
                         let id = text[a..b].to_ascii_lowercase();
                         let next = format!("<id{}>", self.ids.len() + 1);
                         self.ids.entry(id).or_insert(next);
@@ -276,12 +279,17 @@ impl Normaliser {
         self.ids.get(&id.to_ascii_lowercase()).map(String::as_str)
     }
 
-    /// Normalise free text: paths, ids, pids, racy I/O error wording.
-    pub fn text(&self, s: &str) -> String {
+    fn replace_paths(&self, s: &str) -> String {
         let mut out = s.to_string();
         for (literal, replacement) in &self.paths {
             out = out.replace(literal.as_str(), replacement);
         }
+        out
+    }
+
+    /// Normalise free text: paths, ids, pids, racy I/O error wording.
+    pub fn text(&self, s: &str) -> String {
+        let out = self.replace_paths(s);
         // UUIDs.
         let mut with_ids = String::with_capacity(out.len());
         let mut last = 0;
@@ -497,6 +505,23 @@ mod tests {
         n.learn_ids(&[peer, sup]);
         assert_eq!(n.id_name(ID_A), Some("<id1>"));
         assert_eq!(n.id_name(ID_B), Some("<id2>"));
+    }
+
+    #[test]
+    fn uuids_inside_known_paths_are_not_handoff_ids() {
+        let extra = format!(r#","binary":"/t/run-{ID_B}/fake-peer","handoff_id":"{ID_A}""#);
+        let log = parse_log(
+            "supervisor-1",
+            line(1, 7, "handoff.spawn", &extra).as_bytes(),
+        );
+        let mut n = Normaliser::new(vec![(format!("/t/run-{ID_B}"), "<bin>".into())]);
+        n.learn_ids(std::slice::from_ref(&log));
+        assert_eq!(n.id_name(ID_A), Some("<id1>"));
+        assert_eq!(n.id_name(ID_B), None);
+        assert_eq!(
+            n.event(&log.events[0]),
+            "handoff.spawn binary=<bin>/fake-peer handoff_id=<id1>"
+        );
     }
 
     #[test]

@@ -265,9 +265,8 @@ pub fn view(report: &Report) -> SnapshotView {
                     if sec.journal_kept {
                         "kept"
                     } else {
-                        // FIXME(handoff/src/supervisor.rs, resume_from_journal):
-                        // a second supervisor deletes the journal of the
-                        // handoff in flight.
+                        // A regression: a second supervisor must leave the
+                        // journal of the handoff in flight alone.
                         "DELETED while its handoff was in flight"
                     }
                 )

@@ -193,6 +193,13 @@ fn handoff_once(supervisor: &Supervisor, spec: SpawnSpec, control_socket: &Path)
             j.handoff_id, j.phase, j.incumbent_pid, j.successor_pid
         ),
         Ok(None) => {}
+        Err(e @ handoff::Error::Refused(_)) => {
+            eprintln!(
+                "handoff-supervisor: {e}\n  another supervisor is driving a handoff of this service; \
+                 wait for it to finish, then run this again"
+            );
+            return EXIT_ERROR;
+        }
         Err(e) => eprintln!("handoff-supervisor: journal recovery failed: {e}; handing off anyway"),
     }
     match supervisor.perform_handoff(spec) {
