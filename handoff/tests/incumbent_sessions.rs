@@ -193,16 +193,26 @@ fn full_session_releases_flock_before_seal_complete_and_commits() {
 fn a_second_supervisor_is_refused_while_a_session_runs() {
     let f = start(false, Duration::ZERO);
     let (mut first, id) = session(&f.sock);
-    let mut second = UnixStream::connect(&f.sock).unwrap();
-    match read(&mut second) {
-        Message::Refused { reason } => assert!(reason.contains(&id.to_string()), "{reason}"),
-        m => panic!("expected Refused, got {m:?}"),
-    }
-    // The first session is unaffected.
+    // Before the incumbent has read our HelloAck it may not know the id yet;
+    // once it answered Drained it does.
     prepare(&mut first, id);
     assert!(matches!(
         read_skipping_heartbeats(&mut first).0,
         Message::Drained { .. }
+    ));
+    let mut second = UnixStream::connect(&f.sock).unwrap();
+    match read(&mut second) {
+        Message::Refused { reason } => assert!(
+            reason.contains("another supervisor") && reason.contains(&id.to_string()),
+            "{reason}"
+        ),
+        m => panic!("expected Refused, got {m:?}"),
+    }
+    // The first session is unaffected.
+    send(&mut first, Message::SealRequest { handoff_id: id });
+    assert!(matches!(
+        read_skipping_heartbeats(&mut first).0,
+        Message::SealComplete { .. }
     ));
 }
 
