@@ -61,6 +61,9 @@ struct Conn {
     stream: TcpStream,
     /// A request line has been read and is not answered yet.
     busy: bool,
+    /// Drain sent end-of-stream (FIN) on it: requests that still arrive are
+    /// discarded unanswered (so never applied) until the client closes.
+    closing: bool,
 }
 
 struct Shared {
@@ -164,12 +167,16 @@ impl Drainable for Server {
                 .0;
         }
         let accept_closed = control.accept_parked;
-        // Idle connections: wake their blocked reads with end-of-stream.
-        // Busy ones answer the request they hold, then shut themselves.
-        for conn in control.conns.values().filter(|c| !c.busy) {
-            let _ = conn.stream.shutdown(Shutdown::Read);
+        // Idle connections: end-of-stream first (FIN), so the client stops
+        // using them before anything is closed under it (closing a socket
+        // with an unread request would send a reset); no request is
+        // processed on them any more. Busy ones answer the request they
+        // hold, then do the same.
+        for conn in control.conns.values_mut().filter(|c| !c.busy) {
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.closing = true;
         }
-        while !control.conns.is_empty() {
+        while control.conns.values().any(|c| !c.closing) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -181,7 +188,7 @@ impl Drainable for Server {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let open_conns_remaining = control.conns.len() as u64;
+        let open_conns_remaining = control.conns.values().filter(|c| !c.closing).count() as u64;
         drop(control);
         if !self.misbehaviour.extra_drain.is_zero() {
             // FAKE_DRAIN_MS: a slow drain is the point; pacing, not syncing.
@@ -352,6 +359,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
             Conn {
                 stream: handle,
                 busy: false,
+                closing: false,
             },
         );
         id
@@ -389,16 +397,39 @@ fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) {
                 return;
             }
         }
-        set_busy(shared, id, true);
+        if !begin_request(shared, id) {
+            // Closing: discard until the client closes its side.
+            continue;
+        }
         let reply = handle_request(shared, &line);
         if writer.write_all(reply.render().as_bytes()).is_err() {
             return;
         }
         let draining = set_busy(shared, id, false);
         if draining {
-            // Lines already buffered are still answered; then end-of-stream.
-            let _ = writer.shutdown(Shutdown::Read);
+            let _ = writer.shutdown(Shutdown::Write);
+            let mut control = shared.control();
+            if let Some(conn) = control.conns.get_mut(&id) {
+                conn.closing = true;
+            }
+            shared.changed.notify_all();
+            drop(control);
+            // Bound the wait for the client to close its side.
+            let _ = writer.set_read_timeout(Some(Duration::from_secs(1)));
         }
+    }
+}
+
+/// Mark connection `id` busy unless it is closing; false when closing.
+fn begin_request(shared: &Shared, id: u64) -> bool {
+    let mut control = shared.control();
+    match control.conns.get_mut(&id) {
+        Some(conn) if conn.closing => false,
+        Some(conn) => {
+            conn.busy = true;
+            true
+        }
+        None => true,
     }
 }
 

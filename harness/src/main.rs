@@ -42,6 +42,10 @@ enum Command {
     /// seed: the project's main job (default: 200 episodes or 60 s,
     /// whichever comes first).
     Chaos(harness::chaos::ChaosArgs),
+    /// Handoff latency against the cost of starting a process, and client
+    /// errors under load (issue 5). Run it as a release build: `cargo run
+    /// --release -p harness -- bench`.
+    Bench(harness::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,17 @@ fn main() -> ExitCode {
         Command::Scenarios => scenarios(),
         Command::Repro { scenario, keep } => repro(&scenario, keep),
         Command::Chaos(args) => chaos(&args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn bench(args: harness::bench::BenchArgs) -> ExitCode {
+    match harness::bench::run(args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harness bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -21,6 +21,11 @@ pub struct ProcessSample {
     pub fd_other: usize,
     /// `VmRSS` from `/proc/<pid>/status`, KiB.
     pub rss_kib: u64,
+    /// Of which anonymous memory (`RssAnon`: heap, stacks), KiB.
+    pub rss_anon_kib: u64,
+    /// Of which file-backed pages (`RssFile`: the binary and libraries, as
+    /// code paths are first run), KiB.
+    pub rss_file_kib: u64,
     /// `Threads` from `/proc/<pid>/status`.
     pub threads: u64,
 }
@@ -55,6 +60,8 @@ pub fn sample(pid: u32) -> io::Result<ProcessSample> {
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     out.rss_kib = status_field(&status, "VmRSS:").unwrap_or(0);
+    out.rss_anon_kib = status_field(&status, "RssAnon:").unwrap_or(0);
+    out.rss_file_kib = status_field(&status, "RssFile:").unwrap_or(0);
     out.threads = status_field(&status, "Threads:").unwrap_or(0);
     Ok(out)
 }

@@ -317,8 +317,8 @@ fn breakdown_section(out: &mut String, title: &str, run: &RunReport) {
 fn samples_section(out: &mut String, title: &str, run: &RunReport) {
     let _ = writeln!(
         out,
-        "\n{title:<34} {:>8} {:>7} {:>5} {:>5} {:>5} {:>10} {:>7}",
-        "after", "pid", "fds", "sock", "pipe", "RSS KiB", "threads"
+        "\n{title:<34} {:>8} {:>7} {:>5} {:>5} {:>5} {:>10} {:>9} {:>9} {:>7}",
+        "after", "pid", "fds", "sock", "pipe", "RSS KiB", "anon KiB", "file KiB", "threads"
     );
     for s in &run.samples {
         for (who, p) in [
@@ -327,8 +327,16 @@ fn samples_section(out: &mut String, title: &str, run: &RunReport) {
         ] {
             let _ = writeln!(
                 out,
-                "  {who:<32} {:>8} {:>7} {:>5} {:>5} {:>5} {:>10} {:>7}",
-                s.after_handoff, p.pid, p.fds, p.fd_sockets, p.fd_pipes, p.rss_kib, p.threads
+                "  {who:<32} {:>8} {:>7} {:>5} {:>5} {:>5} {:>10} {:>9} {:>9} {:>7}",
+                s.after_handoff,
+                p.pid,
+                p.fds,
+                p.fd_sockets,
+                p.fd_pipes,
+                p.rss_kib,
+                p.rss_anon_kib,
+                p.rss_file_kib,
+                p.threads
             );
         }
     }
@@ -474,6 +482,10 @@ pub fn render(r: &BenchReport) -> String {
     );
 
     samples_section(&mut out, "LONG-LIVED PROCESSES (load run)", &r.load);
+    let _ = writeln!(
+        out,
+        "  (in the load run the bench process also hosts the client threads; the idle run below has only the supervisor)"
+    );
     samples_section(&mut out, "LONG-LIVED PROCESSES (idle run)", &r.idle);
 
     breakdown_section(
