@@ -24,19 +24,30 @@ python3 seeds/make-seeds.py
 RUSTC_BOOTSTRAP=1 cargo fuzz build
 for target in "${targets[@]}"; do
     dict=()
+    extra=()
     case $target in
         frame_decode | read_message_stream) dict=(-dict=dicts/frame.dict) ;;
         journal_decode) dict=(-dict=dicts/journal.dict) ;;
         crash_spec) dict=(-dict=dicts/crash_spec.dict) ;;
+        # The incumbent's heartbeat thread runs in a `thread::scope`, whose
+        # join returns before the OS thread has run its TLS destructors: the
+        # per-input leak check then sees the exiting thread's handle (80
+        # bytes) as leaked, at random. Not a leak (re-running the input never
+        # reports it). And the incumbent this target serves from lives in a
+        # static until the process exits, which the exit-time check reports
+        # (about 1 KiB, constant). Leak checking is off for this target only.
+        incumbent_session) extra=(-detect_leaks=0) ;;
     esac
+    asan_options=${ASAN_OPTIONS:-}
+    [ "$target" = incumbent_session ] && asan_options="detect_leaks=0${asan_options:+:$asan_options}"
     seeds=()
     [ -d "seeds/$target" ] && seeds=("seeds/$target")
     mkdir -p "corpus/$target"
     echo "== $target: ${seconds}s, log $log_dir/$target.log"
     status=0
-    cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+    ASAN_OPTIONS=$asan_options cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
         -max_total_time="$seconds" -malloc_limit_mb=2 -timeout=10 \
-        -print_final_stats=1 "${dict[@]}" >"$log_dir/$target.log" 2>&1 || status=$?
+        -print_final_stats=1 "${dict[@]}" "${extra[@]}" >"$log_dir/$target.log" 2>&1 || status=$?
     grep -E "^#[0-9]+[[:space:]]+DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb" "$log_dir/$target.log" || true
     echo "== $target exit status $status"
 done

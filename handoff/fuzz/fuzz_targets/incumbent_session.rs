@@ -199,8 +199,10 @@ enum Msg {
     },
     Prepare {
         id: Id,
-        deadline_ms: u16,
-        drain_grace_ms: u16,
+        /// Any value, up to `u64::MAX` (the incumbent must not overflow
+        /// its deadline arithmetic).
+        deadline_ms: u64,
+        drain_grace_ms: u64,
     },
     Drained,
     SealRequest {
@@ -336,8 +338,8 @@ fn build(message: &Msg, session: u128) -> Message {
         } => Message::PrepareHandoff {
             handoff_id: id(i),
             successor_pid: 2,
-            deadline_ms: u64::from(*deadline_ms),
-            drain_grace_ms: u64::from(*drain_grace_ms),
+            deadline_ms: *deadline_ms,
+            drain_grace_ms: *drain_grace_ms,
         },
         Msg::Drained => Message::Drained {
             open_conns_remaining: 0,
