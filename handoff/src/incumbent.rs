@@ -161,8 +161,7 @@ impl Incumbent {
                 Err(e) => return Err(Error::Io(e)),
             }
         }
-        let (listener, temp) = bind_temporary(socket_path)?;
-        publish(&temp, socket_path)?;
+        let listener = bind_private_socket(socket_path)?;
         crash_here!(points::O_AFTER_CONTROL_BOUND);
         tracing::info!(target: events::INCUMBENT_BOUND, path = %socket_path.display(), pid = std::process::id(), "control socket bound");
         Self::from_parts(listener, socket_path, lock)
@@ -647,6 +646,17 @@ fn accept_loop(
             return;
         }
     }
+}
+
+/// Bind a Unix listener at `path` that is never reachable with a mode wider
+/// than 0600: bound in a private 0700 directory, set to 0600 there, then
+/// renamed into place (atomically replacing whatever was at `path`). Used
+/// for the control socket, and by the supervisor daemon for its trigger
+/// socket.
+pub fn bind_private_socket(path: &Path) -> Result<UnixListener> {
+    let (listener, temp) = bind_temporary(path)?;
+    publish(&temp, path)?;
+    Ok(listener)
 }
 
 /// Bind a Unix listener that only its owner can reach, under a temporary

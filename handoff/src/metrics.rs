@@ -159,9 +159,7 @@ impl<S: MetricsSink> MetricsLayer<S> {
                         _ => names::ABORTED_TOTAL,
                     });
             }
-            events::ABORT
-                if fields.cause.as_deref() == Some(SEAL_FAILED_CAUSE) =>
-            {
+            events::ABORT if fields.cause.as_deref() == Some(SEAL_FAILED_CAUSE) => {
                 self.sink.increment(names::SEAL_FAILURES_TOTAL);
             }
             events::INCUMBENT_SEAL_FAILED => self.sink.increment(names::SEAL_FAILURES_TOTAL),

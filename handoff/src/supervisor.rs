@@ -624,6 +624,9 @@ impl Supervisor {
     /// second supervisor is alive, and the error says so.
     fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(UnixStream, Peer)> {
         let give_up_at = Instant::now() + self.timeouts.hello_read;
+        // Back off from 5 ms to 100 ms: each refusal is an event on the
+        // incumbent's side, so a refused retry loop must not flood it.
+        let mut pause = Duration::from_millis(5);
         loop {
             let mut stream = UnixStream::connect(&self.socket_path)?;
             match self.exchange_hello(&mut stream, handoff_id, Side::Incumbent, None) {
@@ -631,7 +634,10 @@ impl Supervisor {
                 Err(Error::Refused(reason)) if Instant::now() < give_up_at => {
                     tracing::debug!(reason = %reason, "incumbent refused; retrying");
                     // Pacing between attempts while the old session closes.
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(
+                        pause.min(give_up_at.saturating_duration_since(Instant::now())),
+                    );
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e),
             }
@@ -814,8 +820,7 @@ impl Supervisor {
                 started_at_unix_ms: entry.started_unix_ms,
             }
             .write_atomic(path)?;
-            *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(entry.handoff_id);
+            *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
             tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal written");
         }
         Ok(())

@@ -17,7 +17,6 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,23 +111,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
             ));
         }
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("trigger socket {} is not a file path", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp.{}", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    let fail = |what: &str, e: std::io::Error| {
-        let _ = std::fs::remove_file(&temp);
-        format!("cannot {what} trigger socket {}: {e}", path.display())
-    };
-    let listener = UnixListener::bind(&temp).map_err(|e| fail("bind", e))?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail("chmod", e))?;
-    std::fs::rename(&temp, path).map_err(|e| fail("publish", e))?;
-    Ok(listener)
+    handoff::incumbent::bind_private_socket(path)
+        .map_err(|e| format!("cannot bind trigger socket {}: {e}", path.display()))
 }
 
 impl TriggerServer {
