@@ -493,6 +493,13 @@ impl Incumbent {
         let window_end = started + self.config.reacquire_window;
         let give_up_at = s.deadline.map_or(window_end, |d| d.max(window_end));
         loop {
+            // A successor that renamed its control socket over the path has
+            // sent Ready: it is the incumbent, even if it has died since (a
+            // process manager restarts the service then). Resuming here
+            // would serve without a reachable control socket.
+            if self.path_rebound() {
+                return Retake::Superseded;
+            }
             match DataDirLock::acquire(&data_dir) {
                 Ok(lock) => {
                     self.lock = Some(lock);

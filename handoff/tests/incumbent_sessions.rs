@@ -316,3 +316,38 @@ fn heartbeats_flow_while_drain_runs() {
     // scheduler.
     assert!(beats >= 3, "only {beats} heartbeats during a 200 ms drain");
 }
+
+/// Regression (found by chaos, seed 0x901 episode 596): the successor sent
+/// Ready and renamed its control socket over the path, then died with the
+/// supervisor before Commit. The flock was free, and the incumbent retook it
+/// and served on without a reachable control socket. It must concede.
+#[test]
+fn a_successor_that_rebound_the_path_and_died_is_not_overridden() {
+    let mut f = start(false, Duration::ZERO);
+    let (mut s, id) = session(&f.sock);
+    prepare(&mut s, id);
+    read_skipping_heartbeats(&mut s);
+    send(&mut s, Message::SealRequest { handoff_id: id });
+    assert!(matches!(
+        read_skipping_heartbeats(&mut s).0,
+        Message::SealComplete { .. }
+    ));
+    // The successor's control socket replaces the path; the successor is
+    // then gone (nothing holds the flock).
+    let successor_sock = f.sock.with_file_name("successor.sock");
+    let successor_listener = std::os::unix::net::UnixListener::bind(&successor_sock).unwrap();
+    std::fs::rename(&successor_sock, &f.sock).unwrap();
+    drop(successor_listener);
+    assert!(!is_locked(&f.data).unwrap());
+    // The supervisor dies before Commit.
+    drop(s);
+    wait_for("the incumbent to concede or resume", || {
+        f.serve.as_ref().unwrap().is_finished() || f.calls.lock().unwrap().log.contains(&"resume")
+    });
+    assert!(
+        !f.calls.lock().unwrap().log.contains(&"resume"),
+        "the incumbent resumed after the successor had taken over"
+    );
+    let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(outcome, ServeOutcome::Superseded { handoff_id: id });
+}
