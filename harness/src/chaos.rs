@@ -58,6 +58,9 @@ pub const DEFAULT_EPISODES: u64 = 200;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 /// Bound on the episodes one shrink may run.
 const MAX_SHRINK_RUNS: usize = 16;
+/// Attempts per candidate schedule: a failure that needs a race to go one
+/// way may pass once and fail the next time.
+const SHRINK_ATTEMPTS: usize = 2;
 /// Interval of the plain progress lines when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -110,9 +113,11 @@ pub struct ChaosArgs {
     /// A listener the service gets (repeatable, in FD order; with --service).
     #[arg(long = "listener", value_name = "NAME", default_value = "kv")]
     pub listeners: Vec<String>,
-    /// Data checks: a shell command run in a write phase during each episode
-    /// and a verify phase after it (see `harness::chaos::service` for the
-    /// contract: CHAOS_PHASE, CHAOS_ADDR, CHAOS_STATE_DIR, exit 0).
+    /// Data checks: a program and its arguments (split on whitespace), run
+    /// in a write phase during each episode and a verify phase after it
+    /// (the contract is in `harness::chaos::service`: CHAOS_PHASE,
+    /// CHAOS_ADDR, CHAOS_STATE_DIR, SIGTERM, exit 0). Example:
+    /// ci/workloads/kv-line-protocol.sh.
     #[arg(long, value_name = "COMMAND")]
     pub workload: Option<String>,
     /// Where a failing episode's logs and texts are copied.
@@ -307,7 +312,11 @@ impl Plan {
     }
 
     fn schedule(&self, k: u64, faults: Option<&[usize]>) -> Schedule {
-        let s = schedule::draw(rng::episode_seed(self.seed, k), self.options);
+        let s = schedule::draw(
+            rng::episode_seed(self.seed, k),
+            Some(schedule::aim_of_episode(k)),
+            self.options,
+        );
         match faults {
             Some(ids) => s.subset(ids),
             None => s,
@@ -354,6 +363,8 @@ struct ReportJson<'a> {
     workload: Option<String>,
     wall_s: f64,
     stopped_because: &'a str,
+    first_violation_episode: Option<u64>,
+    first_violation_after_s: Option<f64>,
     summary: &'a Summary,
     latency_ms_p50: Option<f64>,
     latency_ms_p99: Option<f64>,
@@ -405,6 +416,8 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
     let mut results: Vec<(EpisodeResult, String, Option<ShrunkJson>)> = Vec::new();
     let mut stopped_because = "episode limit";
     let mut last_plain = Instant::now();
+    // (episode, seconds into the run when its violation was known)
+    let mut first_failure: Option<(u64, f64)> = None;
     for &k in &episodes {
         if !replaying && started.elapsed() >= args.duration {
             stopped_because = "time budget";
@@ -440,6 +453,9 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
             bar.suspend(|| println!("\n{text}"));
         }
         let mut shrunk = None;
+        if !passed && first_failure.is_none() {
+            first_failure = Some((k, started.elapsed().as_secs_f64()));
+        }
         if !passed && !replaying && !args.no_shrink && cfg.schedule.faults.len() >= 2 {
             shrunk = bar.suspend(|| shrink(&plan, args, &cfg));
         }
@@ -453,12 +469,16 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
     summary.wall = started.elapsed();
 
     let header = format!(
-        "chaos summary: run seed {:#x}, shard {}, {} episodes in {:.1} s (stopped by {})",
+        "chaos summary: run seed {:#x}, shard {}, {} episodes in {:.1} s (stopped by {}){}",
         plan.seed,
         args.shard,
         summary.episodes,
         summary.wall.as_secs_f64(),
-        stopped_because
+        stopped_because,
+        match first_failure {
+            Some((k, s)) => format!("; first violation: episode {k}, {s:.1} s into the run"),
+            None => String::new(),
+        }
     );
     println!("\n{}", summary.table(&header));
     let empty = summary.empty_cells();
@@ -499,6 +519,8 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
             workload: args.workload.clone(),
             wall_s: summary.wall.as_secs_f64(),
             stopped_because,
+            first_violation_episode: first_failure.map(|(k, _)| k),
+            first_violation_after_s: first_failure.map(|(_, s)| s),
             summary: &summary,
             latency_ms_p50: summary::percentile(&summary.latencies_ms, 50.0),
             latency_ms_p99: summary::percentile(&summary.latencies_ms, 99.0),
@@ -607,8 +629,17 @@ fn shrink(plan: &Plan, args: &ChaosArgs, failing: &EpisodeConfig) -> Option<Shru
                         .join("-")
                 }
             );
-            runs += 1;
-            let result = episode::run(&cfg, Some(&args.artifacts));
+            let mut result = None;
+            for _ in 0..SHRINK_ATTEMPTS {
+                runs += 1;
+                let r = episode::run(&cfg, Some(&args.artifacts));
+                let failed = !r.passed();
+                result = Some(r);
+                if failed || runs >= MAX_SHRINK_RUNS {
+                    break;
+                }
+            }
+            let Some(result) = result else { break 'outer };
             println!(
                 "  without [{}] ({} left): {}",
                 f.id,
@@ -627,7 +658,14 @@ fn shrink(plan: &Plan, args: &ChaosArgs, failing: &EpisodeConfig) -> Option<Shru
         }
         break;
     }
-    let result = last_result?;
+    let Some(result) = last_result else {
+        println!(
+            "no smaller schedule failed ({SHRINK_ATTEMPTS} attempts each): all {} faults are \
+             needed, or the failure needs a race to go its way (replay the episode a few times)",
+            original.faults.len()
+        );
+        return None;
+    };
     let ids = current.ids();
     let replay = plan.replay(args, failing.index, Some(&ids));
     println!(

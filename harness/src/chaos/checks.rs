@@ -129,11 +129,13 @@ pub fn check_exits(ev: &Evidence) -> Check {
 /// The entries of a `HANDOFF_CRASH_AT` spec: `(point, whether it exits)`
 /// (a `delay` or `hang` entry is a stall, not a crash).
 pub fn armed_points(spec: &str) -> impl Iterator<Item = (&str, bool)> {
-    spec.split(',').filter(|e| !e.trim().is_empty()).map(|entry| {
-        let (head, action) = entry.split_once('=').unwrap_or((entry, "exit"));
-        let point = head.split('@').next().unwrap_or(head).trim();
-        (point, action.trim() == "exit")
-    })
+    spec.split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|entry| {
+            let (head, action) = entry.split_once('=').unwrap_or((entry, "exit"));
+            let point = head.split('@').next().unwrap_or(head).trim();
+            (point, action.trim() == "exit")
+        })
 }
 
 /// Invariant 6 (crash points): every point that fired fired in a process
@@ -370,7 +372,7 @@ pub fn check_outcomes(ev: &Evidence) -> Check {
                 run.exit.map_or("no exit".into(), |e| e.to_string()),
                 run.stderr_tail
                     .as_deref()
-                    .map(|l| format!("; its stderr ends with: {l}"))
+                    .map(|l| format!("; it said: {l}"))
                     .unwrap_or_default()
             ));
         }
@@ -649,7 +651,7 @@ mod tests {
             };
             check_successor_identity(&ev).ok
         };
-        assert!(ev(&[good.clone()]));
+        assert!(ev(std::slice::from_ref(&good)));
         assert!(!ev(&[good, bad]));
     }
 

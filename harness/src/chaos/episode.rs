@@ -290,6 +290,14 @@ struct Pending {
     due_ns: Option<u64>,
 }
 
+/// How one supervisor run is started.
+struct RunPlan {
+    supervisor_args: Vec<String>,
+    supervisor_env: Vec<(String, String)>,
+    successor_env: Vec<(String, String)>,
+    successor: SuccessorBinary,
+}
+
 /// Who is who in the current run.
 struct RunCtx {
     index: usize,
@@ -639,24 +647,15 @@ impl Driver<'_> {
 
     /// The supervisor's arguments and environment, the successor's
     /// environment and binary, for run `run`.
-    fn run_plan(
-        &self,
-        run: usize,
-        planned: bool,
-    ) -> (
-        Vec<String>,
-        Vec<(String, String)>,
-        Vec<(String, String)>,
-        SuccessorBinary,
-    ) {
+    fn run_plan(&self, run: usize, planned: bool) -> RunPlan {
         let mut timeouts = self.cfg.timeouts.clone();
         if !planned {
-            return (
-                timeouts.supervisor_args(),
-                self.service_env(),
-                vec![],
-                SuccessorBinary::FakePeer,
-            );
+            return RunPlan {
+                supervisor_args: timeouts.supervisor_args(),
+                supervisor_env: self.service_env(),
+                successor_env: vec![],
+                successor: SuccessorBinary::FakePeer,
+            };
         }
         let s = self.schedule();
         let successor_misbehaviours = s.misbehaviours(run, Role::Successor);
@@ -685,12 +684,12 @@ impl Driver<'_> {
         } else {
             SuccessorBinary::FakePeer
         };
-        (
-            timeouts.supervisor_args(),
+        RunPlan {
+            supervisor_args: timeouts.supervisor_args(),
             supervisor_env,
             successor_env,
-            binary,
-        )
+            successor: binary,
+        }
     }
 
     /// One supervisor run, its kills, and the settling after it.
@@ -728,7 +727,12 @@ impl Driver<'_> {
             }
         }
 
-        let (args, supervisor_env, successor_env, binary) = self.run_plan(run, planned);
+        let RunPlan {
+            supervisor_args: args,
+            supervisor_env,
+            successor_env,
+            successor: binary,
+        } = self.run_plan(run, planned);
         window_start_ns = window_start_ns.min(monotonic_ns());
         let start_ns = monotonic_ns();
         let handle = self
@@ -810,9 +814,11 @@ impl Driver<'_> {
             });
         }
         let killed = self.kills.iter().any(|k| k.pid == handle.pid);
-        let stderr =
-            std::fs::read_to_string(self.fx.root().join(format!("{}.stderr", handle.name)))
-                .unwrap_or_default();
+        let read = |stream: &str| {
+            std::fs::read_to_string(self.fx.root().join(format!("{}.{stream}", handle.name)))
+                .unwrap_or_default()
+        };
+        let (stdout, stderr) = (read("stdout"), read("stderr"));
         let mut record = RunRecord {
             index: run,
             planned,
@@ -827,11 +833,7 @@ impl Driver<'_> {
             settled: None,
             window_start_ns,
             window_end_ns: 0,
-            stderr_tail: stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string),
+            stderr_tail: supervisor_says(&stdout, &stderr),
             latency_ms: None,
         };
         let settled = match settled {
@@ -1182,6 +1184,37 @@ fn is_live(pid: u32) -> bool {
         .is_some_and(|s| s.is_live())
 }
 
+/// What a supervisor said about its run: its own last `handoff-supervisor:`
+/// line on stderr (its successor writes to the same stderr, and the log
+/// lines carry colours), else the first line of its stdout.
+fn supervisor_says(stdout: &str, stderr: &str) -> Option<String> {
+    let plain = strip_ansi(stderr);
+    plain
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("handoff-supervisor:") && !l.contains("next:"))
+        .or_else(|| stdout.lines().find(|l| !l.trim().is_empty()))
+        .map(|l| l.trim().to_string())
+}
+
+/// Remove ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `(point, pid)` per line of the crash record.
 pub fn read_crash_record(path: &Path) -> Vec<(String, u32)> {
     std::fs::read_to_string(path)
@@ -1277,7 +1310,9 @@ fn render_text(cfg: &EpisodeConfig, r: &EpisodeResult, report: &Report, timeline
             run.incumbent.as_deref().unwrap_or("none"),
             run.outcome,
             run.exit.map_or("no exit".into(), |e| e.to_string()),
-            run.settled.as_deref().unwrap_or("?"),
+            run.settled
+                .as_deref()
+                .unwrap_or("the service did not settle"),
             if run.journal_left {
                 "; left a journal"
             } else {
@@ -1286,7 +1321,7 @@ fn render_text(cfg: &EpisodeConfig, r: &EpisodeResult, report: &Report, timeline
             run.stderr_tail
                 .as_deref()
                 .filter(|_| run.outcome != RunOutcome::Committed)
-                .map(|l| format!("; stderr: {l}"))
+                .map(|l| format!("; it said: {l}"))
                 .unwrap_or_default(),
         ));
     }

@@ -180,14 +180,26 @@ pub fn phase_entered(ev: &Event) -> Option<Phase> {
 
 /// The phase at `at_ns` of a run whose events are `events` (any order):
 /// the phase entered by the last progress event logged at or before
-/// `at_ns`; `Hello` when the supervisor has started but nothing moved yet.
+/// `at_ns`, except that along the forward path (hello → drain → seal →
+/// begin → ready → commit) it never moves back: processes log
+/// concurrently, and the successor's `successor.bound` may be written after
+/// the supervisor's `commit`. `Hello` when the supervisor has started but
+/// nothing moved yet.
 pub fn phase_at<'a>(events: impl IntoIterator<Item = &'a Event>, at_ns: u64) -> Phase {
-    events
+    let mut progress: Vec<(u64, Phase)> = events
         .into_iter()
         .filter(|e| e.mono_ns <= at_ns)
         .filter_map(|e| phase_entered(e).map(|p| (e.mono_ns, p)))
-        .max_by_key(|(t, _)| *t)
-        .map_or(Phase::Hello, |(_, p)| p)
+        .collect();
+    progress.sort_by_key(|(t, _)| *t);
+    let forward = |p: Phase| (Phase::Hello..=Phase::Commit).contains(&p);
+    progress.into_iter().fold(Phase::Hello, |current, (_, p)| {
+        if forward(current) && forward(p) {
+            current.max(p)
+        } else {
+            p
+        }
+    })
 }
 
 /// A kill trigger: an event of one role, in the phase it opens. Kills are
@@ -243,7 +255,6 @@ pub const TRIGGERS: &[TriggerEvent] = &[
     t(Phase::Commit, Role::Incumbent, events::INCUMBENT_COMMIT),
     t(Phase::Abort, Role::Supervisor, events::ABORT),
     t(Phase::Abort, Role::Supervisor, events::RESUME),
-    t(Phase::Abort, Role::Incumbent, events::INCUMBENT_SEAL_FAILED),
     t(Phase::Recover, Role::Supervisor, events::RECOVER),
     t(
         Phase::Recover,
@@ -252,8 +263,8 @@ pub const TRIGGERS: &[TriggerEvent] = &[
     ),
     t(
         Phase::Recover,
-        Role::Successor,
-        events::SUCCESSOR_SUPERVISOR_LOST,
+        Role::Incumbent,
+        events::INCUMBENT_FLOCK_REACQUIRED,
     ),
 ];
 
@@ -302,6 +313,19 @@ mod tests {
         assert_eq!(phase_at(&log, 65), Phase::Ready);
         assert_eq!(phase_at(&log, 75), Phase::Commit);
         assert_eq!(phase_at(&log, 99), Phase::Idle);
+    }
+
+    #[test]
+    fn the_forward_path_never_moves_back() {
+        let log = vec![
+            ev(10, events::COMMIT, ""),
+            ev(20, events::SUCCESSOR_BOUND, ""),
+            ev(30, events::OUTCOME, ""),
+            ev(40, events::HELLO, ""),
+        ];
+        assert_eq!(phase_at(&log, 25), Phase::Commit);
+        assert_eq!(phase_at(&log, 35), Phase::Idle);
+        assert_eq!(phase_at(&log, 45), Phase::Hello);
     }
 
     #[test]

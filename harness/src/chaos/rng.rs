@@ -63,6 +63,11 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
 
+    /// A copy of one element of a non-empty slice.
+    pub fn pick_copy<T: Copy>(&mut self, items: &[T]) -> T {
+        *self.pick(items)
+    }
+
     /// An index drawn with the given weights (at least one non-zero).
     pub fn weighted(&mut self, weights: &[u64]) -> usize {
         let total: u64 = weights.iter().sum();

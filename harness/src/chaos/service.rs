@@ -17,26 +17,31 @@
 //!
 //! # The workload contract
 //!
-//! `--workload '<command>'` runs `sh -c '<command>'` twice per episode, with
-//! `CHAOS_ADDR=<host:port>` (the first listener), `CHAOS_LISTENERS=
-//! <name>=<host:port>,...`, `CHAOS_DATA_DIR` (the service's data dir: read
-//! it only to diagnose) and `CHAOS_STATE_DIR` (an empty directory of its
-//! own, kept between the two phases):
+//! `--workload '<program> [args...]'` (split on whitespace, no shell: put
+//! a pipeline in a script) runs twice per episode, in its own process
+//! group, with `CHAOS_ADDR=<host:port>` (the first listener),
+//! `CHAOS_LISTENERS=<name>=<host:port>,...`, `CHAOS_DATA_DIR` (the
+//! service's data dir: read it only to diagnose) and `CHAOS_STATE_DIR` (an
+//! empty directory of its own, kept between the two phases):
 //!
 //! 1. `CHAOS_PHASE=write`, started once the first incumbent serves, for the
 //!    whole episode (faults, restarts, handoffs): it writes, and records in
-//!    `CHAOS_STATE_DIR` every write the service acknowledged. It gets
-//!    `SIGTERM` after the last handoff committed and must exit 0 within
-//!    10 s. A non-zero exit is a violation (use it to report what you saw:
-//!    a refused connection, a wrong answer).
+//!    `CHAOS_STATE_DIR` every write the service acknowledged. Its process
+//!    group gets `SIGTERM` after the last handoff committed; the program
+//!    must then exit 0 within 10 s. Any other ending is a violation (use a
+//!    non-zero exit to report what it saw: a refused connection, a wrong
+//!    answer).
 //! 2. `CHAOS_PHASE=verify`, after that: it reads back every acknowledged
 //!    write and exits 0 if all are there, within 60 s; anything else is a
 //!    violation, reported with its output.
+//!
+//! `ci/workloads/kv-line-protocol.sh` is one, for the fake peer's protocol.
 //!
 //! Its stdout and stderr go to `workload-write.*` and `workload-verify.*` in
 //! the episode's directory (kept with the artifacts of a failing episode).
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +55,7 @@ use crate::reaper::{self, ExitKind};
 use crate::sockdiag;
 
 /// Bound on a listener's accept queue emptying after a probe connect.
-const ACCEPT_BOUND: Duration = Duration::from_millis(250);
+const ACCEPT_BOUND: Duration = Duration::from_secs(1);
 /// Bound on the workload's exit after `SIGTERM`.
 const WORKLOAD_STOP_BOUND: Duration = Duration::from_secs(10);
 /// Bound on the workload's verify phase.
@@ -113,7 +118,33 @@ pub fn fixture(label: &str, mode: &ServiceMode) -> Result<Fixture, String> {
 
 /// Whether the service has settled, right now: `Ok` when it has (one
 /// incumbent, or none), `Err` with what was observed otherwise.
+///
+/// "None" is only believed once every process of the episode has been
+/// reaped or is gone from `/proc`: a multi-threaded process whose main
+/// thread has exited shows state `Z`, and its `environ` is unreadable once
+/// its memory is released, so [`Fixture::live`] no longer lists it, while
+/// its other threads still hold its files, the flock among them. A restart
+/// then would find the flock held.
 pub fn settled_now(fx: &mut Fixture, mode: &ServiceMode) -> Result<Settled, String> {
+    let settled = settled_by_fixture(fx, mode)?;
+    if settled == Settled::NoService
+        && let Some(dying) = still_exiting(fx)
+    {
+        return Err(format!("nothing live, but {dying} is still exiting"));
+    }
+    Ok(settled)
+}
+
+/// The first process of the fixture that is neither reaped nor gone.
+fn still_exiting(fx: &Fixture) -> Option<String> {
+    fx.processes().iter().find_map(|p| {
+        let pid = p.pid?;
+        let gone = reaper::exit_of(pid).is_some() || !Path::new(&format!("/proc/{pid}")).exists();
+        (!gone).then(|| format!("{} (pid {pid})", p.name))
+    })
+}
+
+fn settled_by_fixture(fx: &mut Fixture, mode: &ServiceMode) -> Result<Settled, String> {
     if mode.is_fake_peer() {
         return fx
             .settle(Duration::ZERO)
@@ -164,6 +195,23 @@ pub fn listen_backlog(proc_net_tcp: &str, inode: u64) -> Option<u64> {
         let (_, rx) = t.get(4)?.split_once(':')?;
         u64::from_str_radix(rx, 16).ok()
     })
+}
+
+/// Inodes of every listening TCP socket on the machine.
+fn listening_tcp_inodes() -> std::collections::HashSet<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let t: Vec<&str> = line.split_whitespace().collect();
+                    (t.get(3) == Some(&"0A")).then(|| t.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
 }
 
 fn backlog(inode: u64) -> Option<u64> {
@@ -282,8 +330,10 @@ pub fn check_fds(fx: &Fixture, pid: u32, incumbent: &str, timeout: Duration) -> 
                     .map(|(fd, t)| format!("{fd}→{t}"))
                     .collect::<Vec<_>>()
                     .join(", ");
+                let tcp_listening = listening_tcp_inodes();
+                let foreign = |ino: u64| unix.contains_key(&ino) || tcp_listening.contains(&ino);
                 (
-                    custom_fd_problems(&classes, &fx.listener_inodes(), &root),
+                    custom_fd_problems(&classes, &fx.listener_inodes(), &root, &foreign),
                     table,
                 )
             }
@@ -306,10 +356,17 @@ pub fn check_fds(fx: &Fixture, pid: u32, incumbent: &str, timeout: Duration) -> 
 }
 
 /// Problems with a classified FD table of another service (pure).
+///
+/// `foreign_socket(inode)` says whether an unclassified socket is something
+/// the service cannot have made for itself in serving: a Unix socket (an
+/// inherited socketpair end, another process's control socket) or a
+/// listening TCP socket (another fixture's listener). Its accepted client
+/// connections are its business.
 pub fn custom_fd_problems(
     classes: &[(i32, FdClass)],
     listeners: &[(String, u64)],
     scenario_root: &str,
+    foreign_socket: &dyn Fn(u64) -> bool,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, _) in listeners {
@@ -328,9 +385,10 @@ pub fn custom_fd_problems(
     }
     for (fd, class) in classes {
         if let FdClass::Stray(what) = class {
-            let socket = what.starts_with("socket:");
+            let foreign = procs::socket_inode_of_target(what.split(' ').next().unwrap_or(""))
+                .is_some_and(foreign_socket);
             let ours = what.starts_with(scenario_root);
-            if socket || ours {
+            if foreign || ours {
                 problems.push(format!("stray FD {fd}: {what}"));
             }
         }
@@ -342,6 +400,8 @@ pub fn custom_fd_problems(
 pub struct Workload {
     pid: u32,
     root: PathBuf,
+    /// Stopped and reaped: its group id may be anyone's now.
+    stopped: bool,
 }
 
 fn workload_command(cmd: &str, fx: &Fixture, phase: &str) -> Result<Command, String> {
@@ -352,9 +412,12 @@ fn workload_command(cmd: &str, fx: &Fixture, phase: &str) -> Result<Command, Str
             .map_err(|e| format!("workload output: {e}"))
     };
     let listeners = fx.listener_addrs();
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
+    let mut words = cmd.split_whitespace();
+    let program = words.next().ok_or("--workload is empty")?;
+    let mut c = Command::new(program);
+    c.args(words)
+        // Its own process group: the stop signal reaches its helpers too.
+        .process_group(0)
         .env("CHAOS_PHASE", phase)
         .env(
             "CHAOS_ADDR",
@@ -393,16 +456,22 @@ impl Workload {
         Ok(Self {
             pid,
             root: fx.root().to_path_buf(),
+            stopped: false,
         })
     }
 
     /// `SIGTERM`, then its exit status: `Ok` for 0.
-    pub fn stop(self) -> Result<(), String> {
+    pub fn stop(mut self) -> Result<(), String> {
         let already = reaper::exit_of(self.pid);
         if already.is_none() {
-            reaper::signal(self.pid, Signal::SIGTERM);
+            signal_group(self.pid, Signal::SIGTERM);
         }
         let exit = reaper::wait_exit(self.pid, WORKLOAD_STOP_BOUND);
+        if exit.is_none() {
+            signal_group(self.pid, Signal::SIGKILL);
+            let _ = reaper::wait_exit(self.pid, Duration::from_secs(2));
+        }
+        self.stopped = true;
         reaper::take(self.pid);
         let stderr = tail_of(&self.root.join("workload-write.stderr"));
         match exit.map(|e| e.kind) {
@@ -415,8 +484,6 @@ impl Workload {
                 "the workload's write phase ended with {kind}; stderr: {stderr}"
             )),
             None => {
-                reaper::signal(self.pid, Signal::SIGKILL);
-                let _ = reaper::wait_exit(self.pid, Duration::from_secs(2));
                 reaper::take(self.pid);
                 Err(format!(
                     "the workload's write phase did not exit within {WORKLOAD_STOP_BOUND:?} of \
@@ -451,10 +518,17 @@ impl Workload {
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        if reaper::exit_of(self.pid).is_none() {
-            reaper::signal(self.pid, Signal::SIGKILL);
+        if !self.stopped {
+            signal_group(self.pid, Signal::SIGKILL);
         }
     }
+}
+
+/// Signal the process group the workload leads (its pid is the group id,
+/// see `process_group(0)`), unless the leader was reaped and nothing of the
+/// group is left to signal.
+fn signal_group(leader: u32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(leader as i32), sig);
 }
 
 #[cfg(test)]
@@ -503,9 +577,18 @@ mod tests {
             (8, FdClass::Stray("socket:[99]".into())),
         ];
         let listeners = vec![("http".to_string(), 1)];
-        let problems = custom_fd_problems(&classes, &listeners, "/tmp/handoff-x/");
+        let foreign = |ino: u64| ino == 99;
+        let problems = custom_fd_problems(&classes, &listeners, "/tmp/handoff-x/", &foreign);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("supervisor-1.jsonl"));
         assert!(problems[1].contains("socket:[99]"));
+        // A client connection (a TCP socket that is not listening) is fine.
+        let client = vec![(9, FdClass::Stray("socket:[77]".into()))];
+        let problems = custom_fd_problems(&client, &[], "/tmp/handoff-x/", &foreign);
+        assert_eq!(
+            problems.len(),
+            2,
+            "only the missing control socket and lock: {problems:?}"
+        );
     }
 }

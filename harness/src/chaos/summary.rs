@@ -298,7 +298,8 @@ impl Summary {
     /// The kills by role and phase, as a table.
     pub fn matrix(&self) -> String {
         let mut out = String::from(
-            "kills by role × phase (the phase the handoff was in when the SIGKILL was sent):\n",
+            "kills by role × phase (the phase the handoff was in when the SIGKILL was sent; \
+             — : the role has no process then):\n",
         );
         out.push_str(&format!("  {:<12}", ""));
         for p in Phase::ALL {
@@ -311,7 +312,9 @@ impl Summary {
             for phase in Phase::ALL {
                 let v = self.kill_matrix.get(&(role, phase)).copied().unwrap_or(0);
                 total += v;
-                if role.can_be_in(phase) {
+                // A supervisor or successor killed just after its handoff
+                // ended is counted as idle: show it.
+                if role.can_be_in(phase) || v > 0 {
                     out.push_str(&format!("{v:>8}"));
                 } else {
                     out.push_str(&format!("{:>8}", "—"));
@@ -341,7 +344,7 @@ pub fn group(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

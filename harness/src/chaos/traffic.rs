@@ -329,7 +329,7 @@ fn read_loop(addr: SocketAddr, stop: &AtomicBool, progress: &AtomicU64) -> Reade
     while !stop.load(Ordering::SeqCst) {
         let op = pending.take().unwrap_or_else(|| {
             next_key += 1;
-            if next_key % 3 == 0 && !written.is_empty() {
+            if next_key.is_multiple_of(3) && !written.is_empty() {
                 // An older key, spread over everything written so far.
                 let i = (next_key.wrapping_mul(2_654_435_761) % written.len() as u64) as usize;
                 let (key, value) = written[i].clone();
