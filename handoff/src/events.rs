@@ -101,6 +101,10 @@ pub const SUCCESSOR_ABORTED: &str = "handoff.successor.aborted";
 /// N lost its supervisor before `Ready`.
 pub const SUCCESSOR_SUPERVISOR_LOST: &str = "handoff.successor.supervisor_lost";
 
+/// Any process is about to release the data-dir flock (logged just before
+/// the unlock, whatever the role or the reason).
+pub const FLOCK_RELEASING: &str = "handoff.flock_releasing";
+
 /// A crash point fired (field `point`).
 pub const CRASH: &str = "handoff.crash";
 
@@ -141,6 +145,7 @@ pub const ALL: &[&str] = &[
     SUCCESSOR_BOUND,
     SUCCESSOR_ABORTED,
     SUCCESSOR_SUPERVISOR_LOST,
+    FLOCK_RELEASING,
     CRASH,
 ];
 

@@ -204,6 +204,9 @@ impl DataDirLock {
         let Some(flock) = self.flock.take() else {
             return;
         };
+        // Logged *before* the unlock, so a log-derived holding span never
+        // extends past the real one (the harness's single-writer check).
+        tracing::info!(target: crate::events::FLOCK_RELEASING, "releasing the data-dir flock");
         if holder_pid(&self.data_dir) == Some(std::process::id()) {
             let pid_path = pid_path(&self.data_dir);
             if let Err(e) = std::fs::remove_file(&pid_path)

@@ -95,7 +95,8 @@ pub fn flock_intervals(logs: &[ProcessLog]) -> Vec<FlockInterval> {
                 && ev
                     .str_field("action")
                     .is_none_or(|a| a.eq_ignore_ascii_case("exit"));
-            let ends = name == events::INCUMBENT_FLOCK_RELEASED
+            let ends = name == events::FLOCK_RELEASING
+                || name == events::INCUMBENT_FLOCK_RELEASED
                 || name == events::SUCCESSOR_ABORTED
                 || name == events::SUCCESSOR_SUPERVISOR_LOST
                 || crash_exit;
@@ -491,6 +492,36 @@ pub fn fd_problems(classes: &[(i32, FdClass)], listeners: &[String]) -> Vec<Stri
     problems
 }
 
+/// What the incumbent `incumbent` of `fx` may legitimately hold, read from
+/// the fixture and the kernel's socket table now.
+pub fn fd_context(fx: &Fixture, incumbent: &str) -> FdContext {
+    let unix = sockdiag::unix_sockets().unwrap_or_default();
+    let control = fx.control_socket();
+    FdContext {
+        listener_inodes: fx
+            .listener_inodes()
+            .into_iter()
+            .map(|(n, i)| (i, n))
+            .collect(),
+        control_inodes: unix
+            .values()
+            .filter(|s| s.is_listening() && sockdiag::bound_to(s, &control))
+            .map(|s| s.inode)
+            .collect(),
+        unix_peers: unix
+            .values()
+            .filter_map(|s| s.peer.map(|p| (s.inode, p)))
+            .collect(),
+        lock_path: fx.lock_file().to_string_lossy().into_owned(),
+        data_dir: format!("{}/", fx.data_dir().display()),
+        own_log: fx
+            .root()
+            .join(format!("{incumbent}.jsonl"))
+            .to_string_lossy()
+            .into_owned(),
+    }
+}
+
 /// Invariant 4 (FDs): the incumbent holds its stdio, each listener once, the
 /// control socket, the lock file, its data and its event log, and nothing
 /// else. A broken FD hand-over (an inherited socketpair end, another
@@ -501,31 +532,7 @@ pub fn check_fds(fx: &Fixture, incumbent_pid: u32, incumbent: &str, timeout: Dur
     let deadline = Instant::now() + timeout;
     let listener_names: Vec<String> = fx.listener_inodes().into_iter().map(|(n, _)| n).collect();
     loop {
-        let unix = sockdiag::unix_sockets().unwrap_or_default();
-        let control = fx.control_socket();
-        let ctx = FdContext {
-            listener_inodes: fx
-                .listener_inodes()
-                .into_iter()
-                .map(|(n, i)| (i, n))
-                .collect(),
-            control_inodes: unix
-                .values()
-                .filter(|s| s.is_listening() && sockdiag::bound_to(s, &control))
-                .map(|s| s.inode)
-                .collect(),
-            unix_peers: unix
-                .values()
-                .filter_map(|s| s.peer.map(|p| (s.inode, p)))
-                .collect(),
-            lock_path: fx.lock_file().to_string_lossy().into_owned(),
-            data_dir: format!("{}/", fx.data_dir().display()),
-            own_log: fx
-                .root()
-                .join(format!("{incumbent}.jsonl"))
-                .to_string_lossy()
-                .into_owned(),
-        };
+        let ctx = fd_context(fx, incumbent);
         let (problems, table) = match procs::fd_targets(incumbent_pid) {
             Ok(fds) => {
                 let classes = classify_fds(&fds, &ctx);

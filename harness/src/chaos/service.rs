@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::fixture::{Fixture, ServiceCommand, Settled};
-use crate::invariants::{self, Check, FdClass, FdContext};
+use crate::invariants::{self, Check, FdClass};
 use crate::procs;
 use crate::reaper::{self, ExitKind};
 use crate::sockdiag;
@@ -298,30 +298,7 @@ pub fn check_fds(fx: &Fixture, pid: u32, incumbent: &str, timeout: Duration) -> 
     let root = format!("{}/", fx.root().display());
     loop {
         let unix = sockdiag::unix_sockets().unwrap_or_default();
-        let control = fx.control_socket();
-        let ctx = FdContext {
-            listener_inodes: fx
-                .listener_inodes()
-                .into_iter()
-                .map(|(n, i)| (i, n))
-                .collect(),
-            control_inodes: unix
-                .values()
-                .filter(|s| s.is_listening() && sockdiag::bound_to(s, &control))
-                .map(|s| s.inode)
-                .collect(),
-            unix_peers: unix
-                .values()
-                .filter_map(|s| s.peer.map(|p| (s.inode, p)))
-                .collect(),
-            lock_path: fx.lock_file().to_string_lossy().into_owned(),
-            data_dir: format!("{}/", fx.data_dir().display()),
-            own_log: fx
-                .root()
-                .join(format!("{incumbent}.jsonl"))
-                .to_string_lossy()
-                .into_owned(),
-        };
+        let ctx = invariants::fd_context(fx, incumbent);
         let (problems, table) = match procs::fd_targets(pid) {
             Ok(fds) => {
                 let classes = invariants::classify_fds(&fds, &ctx);
