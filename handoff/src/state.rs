@@ -516,6 +516,14 @@ mod tests {
         }
     }
 
+    /// The names in `dir`: proves no temporary file was left behind.
+    fn entries(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn atomic_replace_overwrites_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -526,11 +534,7 @@ mod tests {
             journal.write_atomic(&path).unwrap();
             assert_eq!(StateJournal::read(&path).unwrap(), Some(journal.clone()));
         }
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("journal.json")]);
+        assert_eq!(entries(dir.path()), vec!["journal.json"]);
     }
 
     #[test]
@@ -541,11 +545,7 @@ mod tests {
         fs::create_dir(&path).unwrap();
         fs::write(path.join("occupant"), b"x").unwrap();
         assert!(matches!(sample().write_atomic(&path), Err(Error::Io(_))));
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("journal.json")]);
+        assert_eq!(entries(dir.path()), vec!["journal.json"]);
     }
 
     #[test]

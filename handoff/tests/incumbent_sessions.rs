@@ -149,6 +149,20 @@ fn prepare(s: &mut UnixStream, id: HandoffId) {
     );
 }
 
+/// A session driven through PrepareHandoff, Drained, SealRequest and
+/// SealComplete: the incumbent has sealed and released the flock.
+fn sealed_session(sock: &Path) -> (UnixStream, HandoffId) {
+    let (mut s, id) = session(sock);
+    prepare(&mut s, id);
+    read_skipping_heartbeats(&mut s);
+    send(&mut s, Message::SealRequest { handoff_id: id });
+    assert!(matches!(
+        read_skipping_heartbeats(&mut s).0,
+        Message::SealComplete { .. }
+    ));
+    (s, id)
+}
+
 /// Wait until `cond` holds, or fail naming `what`.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -272,14 +286,7 @@ fn seal_failure_keeps_the_flock_and_resumes() {
 #[test]
 fn a_supervisor_lost_after_the_seal_makes_the_incumbent_retake_the_flock() {
     let f = start(false, Duration::ZERO);
-    let (mut s, id) = session(&f.sock);
-    prepare(&mut s, id);
-    read_skipping_heartbeats(&mut s);
-    send(&mut s, Message::SealRequest { handoff_id: id });
-    assert!(matches!(
-        read_skipping_heartbeats(&mut s).0,
-        Message::SealComplete { .. }
-    ));
+    let (s, _id) = sealed_session(&f.sock);
     drop(s);
     wait_for("resume after the supervisor vanished", || {
         f.calls.lock().unwrap().log.contains(&"resume")
@@ -292,11 +299,7 @@ fn a_supervisor_lost_after_the_seal_makes_the_incumbent_retake_the_flock() {
 #[test]
 fn resume_after_abort_retakes_the_flock() {
     let f = start(false, Duration::ZERO);
-    let (mut s, id) = session(&f.sock);
-    prepare(&mut s, id);
-    read_skipping_heartbeats(&mut s);
-    send(&mut s, Message::SealRequest { handoff_id: id });
-    read_skipping_heartbeats(&mut s);
+    let (mut s, id) = sealed_session(&f.sock);
     assert!(!is_locked(&f.data).unwrap());
     send(&mut s, Message::ResumeAfterAbort { handoff_id: id });
     wait_for("resume after ResumeAfterAbort", || {
@@ -324,14 +327,7 @@ fn heartbeats_flow_while_drain_runs() {
 #[test]
 fn a_successor_that_rebound_the_path_and_died_is_not_overridden() {
     let mut f = start(false, Duration::ZERO);
-    let (mut s, id) = session(&f.sock);
-    prepare(&mut s, id);
-    read_skipping_heartbeats(&mut s);
-    send(&mut s, Message::SealRequest { handoff_id: id });
-    assert!(matches!(
-        read_skipping_heartbeats(&mut s).0,
-        Message::SealComplete { .. }
-    ));
+    let (s, id) = sealed_session(&f.sock);
     // The successor's control socket replaces the path; the successor is
     // then gone (nothing holds the flock).
     let successor_sock = f.sock.with_file_name("successor.sock");

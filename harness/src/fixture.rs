@@ -347,6 +347,20 @@ impl Fixture {
         let (program, args) = self.service_command();
         let mut cmd = self.base_command(&program, &name)?;
         cmd.args(args);
+        self.spawn_with_listeners(cmd, &name, ProcKind::ColdStart, env)?;
+        Ok(name)
+    }
+
+    /// Apply `env` (noting an armed crash point), hand `cmd` the listeners
+    /// at FD 3.. as systemd would, spawn it under the reaper and record it
+    /// as `name`.
+    fn spawn_with_listeners(
+        &mut self,
+        mut cmd: Command,
+        name: &str,
+        kind: ProcKind,
+        env: &[(String, String)],
+    ) -> Result<u32, String> {
         let mut armed = None;
         for (k, v) in env {
             if k == handoff::crash::ENV_CRASH_AT {
@@ -357,15 +371,15 @@ impl Fixture {
         handoff::fd::pass_listener_fds_on_spawn(&mut cmd, &self.raw_listeners(), None);
         let pid = reaper::spawn(&mut cmd).map_err(|e| format!("cannot start {name}: {e}"))?;
         self.processes.push(ProcEntry {
-            name: name.clone(),
+            name: name.to_string(),
             pid: Some(pid),
-            kind: ProcKind::ColdStart,
+            kind,
             armed,
             spawned_by: None,
             exit: None,
             killed_by_harness: false,
         });
-        Ok(name)
+        Ok(pid)
     }
 
     /// Start one `handoff-supervisor` run. `supervisor_env` is its own
@@ -427,24 +441,7 @@ impl Fixture {
                 cmd.arg(exe);
             }
         }
-        let mut armed = None;
-        for (k, v) in supervisor_env {
-            if k == handoff::crash::ENV_CRASH_AT {
-                armed = Some(v.clone());
-            }
-            cmd.env(k, v);
-        }
-        handoff::fd::pass_listener_fds_on_spawn(&mut cmd, &self.raw_listeners(), None);
-        let pid = reaper::spawn(&mut cmd).map_err(|e| format!("cannot start {name}: {e}"))?;
-        self.processes.push(ProcEntry {
-            name: name.clone(),
-            pid: Some(pid),
-            kind: ProcKind::Supervisor,
-            armed,
-            spawned_by: None,
-            exit: None,
-            killed_by_harness: false,
-        });
+        let pid = self.spawn_with_listeners(cmd, &name, ProcKind::Supervisor, supervisor_env)?;
         self.processes.push(ProcEntry {
             name: successor.clone(),
             pid: None,
