@@ -239,10 +239,23 @@ macro_rules! crash_here {
 /// Reach the point `name`: fire if it is armed. Prefer [`crash_here!`](crate::crash_here).
 #[inline(always)]
 pub fn hit(name: &'static str) {
+    hit_settled(name, || {});
+}
+
+/// Reach the point `name`; when it fires (and only then), run `settle`
+/// first. The supervisor settles its background journal writer there, so a
+/// crash point always dies with every journal phase recorded before it on
+/// disk, whatever the writer's timing: the process state a crash point
+/// leaves behind stays deterministic.
+#[inline(always)]
+pub fn hit_settled(name: &'static str, settle: impl FnOnce()) {
     #[cfg(feature = "crash-points")]
-    armed::hit(name);
+    if let Some(action) = armed::count(name) {
+        settle();
+        armed::fire(name, action);
+    }
     #[cfg(not(feature = "crash-points"))]
-    let _ = name;
+    let _ = (name, settle);
 }
 
 #[cfg(feature = "crash-points")]
@@ -278,22 +291,23 @@ mod armed {
         })
     }
 
-    pub(super) fn hit(name: &'static str) {
-        let action = {
-            let mut st = state().lock().unwrap_or_else(|p| p.into_inner());
-            let mut fired = None;
-            let State { armed, hits } = &mut *st;
-            for (a, count) in armed.iter().zip(hits.iter_mut()) {
-                if a.point == name {
-                    *count += 1;
-                    if *count == a.nth {
-                        fired = Some(a.action);
-                    }
+    /// Count a hit of `name`; the action to take if this hit fires it.
+    pub(super) fn count(name: &'static str) -> Option<Action> {
+        let mut st = state().lock().unwrap_or_else(|p| p.into_inner());
+        let mut fired = None;
+        let State { armed, hits } = &mut *st;
+        for (a, count) in armed.iter().zip(hits.iter_mut()) {
+            if a.point == name {
+                *count += 1;
+                if *count == a.nth {
+                    fired = Some(a.action);
                 }
             }
-            fired
-        };
-        let Some(action) = action else { return };
+        }
+        fired
+    }
+
+    pub(super) fn fire(name: &'static str, action: Action) {
         tracing::warn!(target: crate::events::CRASH, point = name, action = ?action, "crash point fired");
         match action {
             Action::Exit => {

@@ -65,6 +65,7 @@ pub mod events;
 pub mod fd;
 pub mod frame;
 pub mod incumbent;
+mod journal_writer;
 pub mod lock;
 pub mod metrics;
 pub mod protocol;

@@ -13,7 +13,11 @@
 //! - every frame after `HelloAck` must carry the negotiated version and the
 //!   session's handoff_id;
 //! - `resume_from_journal` survives a corrupt journal and waits (bounded) for
-//!   the incumbent to answer instead of probing once.
+//!   the incumbent to answer instead of probing once;
+//! - only the `Negotiating` journal write is waited for (before
+//!   `PrepareHandoff`, overlapped with the successor's start-up); later
+//!   phases are made durable in order by a background writer
+//!   (`journal_writer.rs`; ARCHITECTURE.md says why).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -23,11 +27,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::crash::points;
-use crate::crash_here;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::fd::pass_listener_fds_on_spawn;
 use crate::frame::{read_message, write_message};
+use crate::journal_writer::{JournalOp, JournalWriter};
 use crate::protocol::{
     HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, check_handoff_id,
     negotiate_version, short_name,
@@ -74,7 +78,7 @@ pub struct Supervisor {
     /// Listener FDs the successor inherits, keyed by logical name, in
     /// insertion order so FD assignment is stable across spawns.
     listener_fds: Vec<(String, RawFd)>,
-    journal_path: Option<PathBuf>,
+    journal: Option<JournalWriter>,
     build_id: Vec<u8>,
     timeouts: SupervisorTimeouts,
     /// At most one in-flight handoff per service.
@@ -198,7 +202,7 @@ impl Supervisor {
         Ok(Self {
             socket_path: socket_path.to_path_buf(),
             listener_fds: Vec::new(),
-            journal_path: None,
+            journal: None,
             build_id: Vec::new(),
             timeouts: SupervisorTimeouts::default(),
             in_flight: Mutex::new(()),
@@ -224,7 +228,7 @@ impl Supervisor {
 
     /// Journal the in-flight handoff's phase at `path`.
     pub fn with_journal(mut self, path: PathBuf) -> Self {
-        self.journal_path = Some(path);
+        self.journal = Some(JournalWriter::new(path));
         self
     }
 
@@ -268,6 +272,10 @@ impl Supervisor {
             .try_lock()
             .map_err(|_| Error::HandoffInProgress)
             .and_then(|_in_flight| {
+                // The previous handoff's clear may still be in flight.
+                if let Err(e) = self.sync_journal() {
+                    tracing::warn!(target: events::JOURNAL, error = %e, "the previous handoff's journal clear failed; this handoff overwrites the journal");
+                }
                 // A journal that cannot be written would fail the handoff
                 // half-way; find out before any peer changes state.
                 self.check_journal_writable()?;
@@ -304,7 +312,7 @@ impl Supervisor {
         // 1. Connect to O.
         let (mut o_stream, o) = self.connect_incumbent(handoff_id)?;
         tracing::info!(target: events::HELLO, %handoff_id, role = "incumbent", peer_pid = o.pid, proto_version = o.version, "incumbent hello");
-        crash_here!(points::S_AFTER_O_HELLO);
+        self.crash_point(points::S_AFTER_O_HELLO);
 
         // 2. Socketpair for N's control channel; 3. spawn N with it.
         let (s_end, n_end) = make_socketpair()?;
@@ -315,7 +323,20 @@ impl Supervisor {
         // sees only S's end.
         drop(n_end);
         tracing::info!(target: events::SPAWN, %handoff_id, successor_pid, binary = %spec.binary.display(), "spawned successor");
-        crash_here!(points::S_AFTER_SPAWN_SUCCESSOR);
+        self.crash_point(points::S_AFTER_SPAWN_SUCCESSOR);
+
+        let journal = |phase| JournalEntry {
+            handoff_id,
+            phase,
+            incumbent_pid: o.pid,
+            successor_pid,
+            started_unix_ms,
+        };
+        // The one journal write the handoff waits for: it must be durable
+        // before PrepareHandoff, the first message that changes a peer's
+        // state. Everything it records is known now, so it runs while N
+        // starts up and is waited for after N's Hello.
+        self.journal_record(journal(Phase::Negotiating))?;
 
         let mut n_stream = s_end;
         // 4. Hello/HelloAck with N; its announced pid must be the child's.
@@ -326,17 +347,10 @@ impl Supervisor {
             Some(successor_pid),
         )?;
         tracing::info!(target: events::HELLO, %handoff_id, role = "successor", peer_pid = n.pid, proto_version = n.version, "successor hello");
-        crash_here!(points::S_AFTER_N_HELLO);
+        self.crash_point(points::S_AFTER_N_HELLO);
 
-        let journal = |phase| JournalEntry {
-            handoff_id,
-            phase,
-            incumbent_pid: o.pid,
-            successor_pid,
-            started_unix_ms,
-        };
-        self.journal_set(journal(Phase::Negotiating))?;
-        crash_here!(points::S_AFTER_JOURNAL_NEGOTIATING);
+        self.journal_flush(journal(Phase::Negotiating))?;
+        self.crash_point(points::S_AFTER_JOURNAL_NEGOTIATING);
 
         // 5. PrepareHandoff → Drained. O gets the budget *remaining*, so its
         // view of the deadline tracks ours.
@@ -354,7 +368,7 @@ impl Supervisor {
                 drain_grace_ms,
             },
         )?;
-        crash_here!(points::S_AFTER_PREPARE_SENT);
+        self.crash_point(points::S_AFTER_PREPARE_SENT);
         // O may use all of drain_grace, and its reply still has to cross the
         // wire: read for drain_grace + wire_slack.
         let drained_msg = self.read_until(
@@ -373,9 +387,9 @@ impl Supervisor {
             unreachable!("read_until's predicate admits only Drained");
         };
         tracing::info!(target: events::DRAINED, %handoff_id, open_conns_remaining, accept_closed, drain_seconds = prepare_at.elapsed().as_secs_f64(), "drain complete");
-        crash_here!(points::S_AFTER_DRAINED_RECV);
-        self.journal_set(journal(Phase::Draining))?;
-        crash_here!(points::S_AFTER_JOURNAL_DRAINING);
+        self.crash_point(points::S_AFTER_DRAINED_RECV);
+        self.journal_record(journal(Phase::Draining))?;
+        self.crash_point(points::S_AFTER_JOURNAL_DRAINING);
 
         // 6. SealRequest → SealComplete (or SealFailed).
         let seal_at = Instant::now();
@@ -385,7 +399,7 @@ impl Supervisor {
             o.version,
             &Message::SealRequest { handoff_id },
         )?;
-        crash_here!(points::S_AFTER_SEAL_REQUEST_SENT);
+        self.crash_point(points::S_AFTER_SEAL_REQUEST_SENT);
         // Per-read liveness (heartbeats reset it), overall cap at the handoff
         // deadline plus slack: seal() has no internal deadline, so its reply
         // may land arbitrarily close to the cap.
@@ -432,9 +446,9 @@ impl Supervisor {
             }
         }
         tracing::info!(target: events::SEAL_COMPLETE, %handoff_id, seal_seconds = seal_at.elapsed().as_secs_f64(), "seal complete; flock released by O");
-        crash_here!(points::S_AFTER_SEAL_COMPLETE_RECV);
-        self.journal_set(journal(Phase::Sealing))?;
-        crash_here!(points::S_AFTER_JOURNAL_SEALING);
+        self.crash_point(points::S_AFTER_SEAL_COMPLETE_RECV);
+        self.journal_record(journal(Phase::Sealing))?;
+        self.crash_point(points::S_AFTER_JOURNAL_SEALING);
 
         // 7. Begin → Ready. A failure at either step lands in the same
         // abort-and-resume flow: N is unusable, O has sealed and must be told
@@ -443,8 +457,8 @@ impl Supervisor {
         let ready_result =
             match write_message(&mut n_stream, n.version, &Message::Begin { handoff_id }) {
                 Ok(()) => {
-                    crash_here!(points::S_AFTER_BEGIN_SENT);
-                    self.journal_set(journal(Phase::AwaitingReady))?;
+                    self.crash_point(points::S_AFTER_BEGIN_SENT);
+                    self.journal_record(journal(Phase::AwaitingReady))?;
                     // N has no internal deadline for its start-up, so Ready may
                     // be in flight when the cap elapses: allow wire_slack.
                     let ready_timeout = self.remaining_until(total_deadline_at) + t.wire_slack;
@@ -468,7 +482,7 @@ impl Supervisor {
                 ..
             }) => {
                 tracing::info!(target: events::READY, %handoff_id, healthz_ok, listeners = ?listening_on, advertised_revisions = ?advertised_revision_per_shard, begin_to_ready_seconds = begin_at.elapsed().as_secs_f64(), "successor ready");
-                crash_here!(points::S_AFTER_READY_RECV);
+                self.crash_point(points::S_AFTER_READY_RECV);
                 // N holds the flock and is the incumbent from here on,
                 // whatever happens to O. Disarm the guard *before* writing
                 // Commit so a dead O cannot take N down with it.
@@ -481,14 +495,14 @@ impl Supervisor {
                 {
                     tracing::warn!(target: events::COMMIT, %handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
                 }
-                crash_here!(points::S_AFTER_COMMIT_SENT);
+                self.crash_point(points::S_AFTER_COMMIT_SENT);
                 // Best effort: if this fails the next supervisor sees
                 // AwaitingReady and runs its standard recovery.
-                if let Err(e) = self.journal_set(journal(Phase::Committed)) {
+                if let Err(e) = self.journal_record(journal(Phase::Committed)) {
                     tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal Committed failed");
                 }
                 self.journal_clear(handoff_id);
-                crash_here!(points::S_AFTER_JOURNAL_CLEAR);
+                self.crash_point(points::S_AFTER_JOURNAL_CLEAR);
                 tracing::info!(target: events::OUTCOME, %handoff_id, committed = true, successor_pid, "handoff committed");
                 Ok(HandoffOutcome {
                     handoff_id,
@@ -505,7 +519,7 @@ impl Supervisor {
                 };
                 tracing::warn!(target: events::ABORT, %handoff_id, cause = "not_ready", reason = %reason, "aborting handoff before commit");
                 send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
-                crash_here!(points::S_AFTER_ABORT_SENT);
+                self.crash_point(points::S_AFTER_ABORT_SENT);
                 child_guard.kill_and_reap();
                 write_message(
                     &mut o_stream,
@@ -513,8 +527,8 @@ impl Supervisor {
                     &Message::ResumeAfterAbort { handoff_id },
                 )?;
                 tracing::info!(target: events::RESUME, %handoff_id, "sent ResumeAfterAbort to O");
-                crash_here!(points::S_AFTER_RESUME_SENT);
-                self.journal_set(journal(Phase::ResumingAfterAbort))?;
+                self.crash_point(points::S_AFTER_RESUME_SENT);
+                self.journal_record(journal(Phase::ResumingAfterAbort))?;
                 self.journal_clear(handoff_id);
                 tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
                 Ok(HandoffOutcome {
@@ -538,9 +552,14 @@ impl Supervisor {
     /// A corrupt journal is logged and removed, and recovery proceeds:
     /// `Ok(None)` is returned for it as for an absent one.
     pub fn resume_from_journal(&self) -> Result<Option<StateJournal>> {
-        let Some(path) = self.journal_path.as_deref() else {
+        let Some(writer) = &self.journal else {
             return Ok(None);
         };
+        let path = writer.path();
+        // Our own recorded phases first: the file must be what we last said.
+        if let Err(e) = writer.flush() {
+            tracing::warn!(target: events::JOURNAL, error = %e, "an earlier journal write failed");
+        }
         let journal = match StateJournal::read(path) {
             Ok(None) => return Ok(None),
             Ok(Some(j)) => {
@@ -781,7 +800,7 @@ impl Supervisor {
     /// Create and remove a file beside the journal: proves the directory
     /// exists and takes new files, without an fsync.
     fn check_journal_writable(&self) -> Result<()> {
-        let Some(path) = &self.journal_path else {
+        let Some(path) = self.journal.as_ref().map(JournalWriter::path) else {
             return Ok(());
         };
         let dir = match path.parent() {
@@ -809,39 +828,70 @@ impl Supervisor {
         }
     }
 
-    fn journal_set(&self, entry: JournalEntry) -> Result<()> {
-        if let Some(path) = &self.journal_path {
-            StateJournal {
-                handoff_id: entry.handoff_id,
-                phase: entry.phase,
-                // The incumbent's pid from its Hello (the seed wrote S's own).
-                incumbent_pid: entry.incumbent_pid,
-                successor_pid: Some(entry.successor_pid),
-                started_at_unix_ms: entry.started_unix_ms,
-            }
-            .write_atomic(path)?;
-            *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
-            tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal written");
-        }
+    /// Record a journal phase for the background writer and go on (see
+    /// [`crate::journal_writer`]). Fails with an earlier background failure.
+    fn journal_record(&self, entry: JournalEntry) -> Result<()> {
+        let Some(writer) = &self.journal else {
+            return Ok(());
+        };
+        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
+        let result = writer.record(JournalOp::Write(entry.to_journal()));
+        tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer makes it durable");
+        result
+    }
+
+    /// Wait until `entry`, recorded earlier, is durable.
+    fn journal_flush(&self, entry: JournalEntry) -> Result<()> {
+        let Some(writer) = &self.journal else {
+            return Ok(());
+        };
+        writer.flush()?;
+        tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, durable = true, "journal written");
         Ok(())
     }
 
+    /// Record the journal's removal: the handoff is over either way.
     fn journal_clear(&self, handoff_id: HandoffId) {
-        let Some(path) = &self.journal_path else {
+        let Some(writer) = &self.journal else {
             return;
         };
         *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        match StateJournal::delete(path) {
+        match writer.record(JournalOp::Clear) {
             Ok(()) => {
-                tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal cleared")
+                tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal clear recorded; the background writer makes it durable")
             }
+            // An earlier phase's write failed; the clear is recorded all the
+            // same and supersedes it.
             Err(e) => tracing::warn!(
                 target: events::JOURNAL,
                 %handoff_id,
                 error = %e,
-                path = %path.display(),
-                "failed to clear the handoff journal; the next supervisor start will recover from it"
+                path = %writer.path().display(),
+                "an earlier journal write failed; the clear is still recorded, and the next supervisor start recovers from whatever is on disk"
             ),
+        }
+    }
+
+    /// Let the background writer finish, so a crash point dies with every
+    /// recorded phase on disk (see [`crate::crash::hit_settled`]).
+    fn crash_point(&self, point: &'static str) {
+        crate::crash::hit_settled(point, || {
+            if let Some(writer) = &self.journal {
+                writer.settle();
+            }
+        });
+    }
+
+    /// Wait until the journal on disk reflects every phase recorded so far:
+    /// after [`perform_handoff`](Self::perform_handoff) returns, until its
+    /// clear is durable. `perform_handoff` returns once the outcome is
+    /// decided and does not wait for the clear; the next `perform_handoff`,
+    /// [`resume_from_journal`](Self::resume_from_journal) and dropping the
+    /// supervisor all wait for it. Reports a failed background write.
+    pub fn sync_journal(&self) -> Result<()> {
+        match &self.journal {
+            Some(writer) => writer.flush(),
+            None => Ok(()),
         }
     }
 }
@@ -853,6 +903,19 @@ struct JournalEntry {
     incumbent_pid: u32,
     successor_pid: u32,
     started_unix_ms: u64,
+}
+
+impl JournalEntry {
+    fn to_journal(self) -> StateJournal {
+        StateJournal {
+            handoff_id: self.handoff_id,
+            phase: self.phase,
+            // The incumbent's pid from its Hello (the seed wrote S's own).
+            incumbent_pid: self.incumbent_pid,
+            successor_pid: Some(self.successor_pid),
+            started_at_unix_ms: self.started_unix_ms,
+        }
+    }
 }
 
 /// Variables a child must never inherit from the supervisor's own

@@ -14,6 +14,8 @@ pub struct Latencies {
     pub trigger_to_ready: Summary,
     /// Trigger → `perform_handoff` returned (committed).
     pub trigger_to_commit: Summary,
+    /// Trigger → the journal's clear durable.
+    pub trigger_to_journal_synced: Summary,
     /// Trigger → the old incumbent exited (reaped).
     pub trigger_to_old_exit: Summary,
     /// Trigger → the new incumbent answered a `PING` on the listener.
@@ -24,11 +26,13 @@ pub struct Latencies {
 pub fn latencies(records: &[HandoffRecord]) -> Latencies {
     let ready: Vec<u64> = records.iter().filter_map(|r| r.to_ready_ns()).collect();
     let commit: Vec<u64> = records.iter().map(|r| r.to_commit_ns()).collect();
+    let synced: Vec<u64> = records.iter().map(|r| r.to_journal_synced_ns()).collect();
     let exit: Vec<u64> = records.iter().filter_map(|r| r.to_old_exit_ns()).collect();
     let serves: Vec<u64> = records.iter().map(|r| r.to_serves_ns()).collect();
     Latencies {
         trigger_to_ready: Summary::of_ns(&ready),
         trigger_to_commit: Summary::of_ns(&commit),
+        trigger_to_journal_synced: Summary::of_ns(&synced),
         trigger_to_old_exit: Summary::of_ns(&exit),
         trigger_to_new_serves: Summary::of_ns(&serves),
     }

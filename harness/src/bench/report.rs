@@ -243,6 +243,11 @@ fn run_section(out: &mut String, title: &str, run: &RunReport) {
     let l = &run.latencies;
     summary_row(out, "trigger → Ready received", &l.trigger_to_ready);
     summary_row(out, "trigger → commit returned", &l.trigger_to_commit);
+    summary_row(
+        out,
+        "trigger → journal clear durable",
+        &l.trigger_to_journal_synced,
+    );
     summary_row(out, "trigger → old process exited", &l.trigger_to_old_exit);
     summary_row(
         out,

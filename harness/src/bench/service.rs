@@ -165,6 +165,9 @@ pub struct HandoffRecord {
     pub trigger_ns: u64,
     /// `perform_handoff` returned, committed.
     pub commit_ns: u64,
+    /// The journal's clear was durable (`Supervisor::sync_journal`, called
+    /// right after `perform_handoff` returned).
+    pub journal_synced_ns: u64,
     /// The new incumbent answered its first `PING` on the listener.
     pub serves_ns: u64,
     /// The old incumbent exited (0 until known).
@@ -191,6 +194,11 @@ impl HandoffRecord {
     /// Trigger → `perform_handoff` returned.
     pub fn to_commit_ns(&self) -> u64 {
         self.commit_ns.saturating_sub(self.trigger_ns)
+    }
+
+    /// Trigger → the journal's clear durable.
+    pub fn to_journal_synced_ns(&self) -> u64 {
+        self.journal_synced_ns.saturating_sub(self.trigger_ns)
     }
 
     /// Trigger → old incumbent exited.
@@ -328,12 +336,18 @@ impl Service {
         let trigger_ns = monotonic_ns();
         let outcome = self.supervisor.perform_handoff(self.spec.clone());
         let commit_ns = monotonic_ns();
+        // perform_handoff returns without waiting for the journal's clear;
+        // measure when it is durable too, so no handoff starts (and no FD
+        // count is sampled) with the previous one's clear in flight.
+        let synced = self.supervisor.sync_journal();
+        let journal_synced_ns = monotonic_ns();
         capture.drain_into(&mut self.captured);
         let mut record = HandoffRecord {
             index,
             old_pid,
             trigger_ns,
             commit_ns,
+            journal_synced_ns,
             old_exit_code: -1,
             ..Default::default()
         };
@@ -353,6 +367,10 @@ impl Service {
         let outcome = outcome.map_err(|e| BenchError::Handoff {
             index,
             error: e.to_string(),
+        })?;
+        synced.map_err(|e| BenchError::Handoff {
+            index,
+            error: format!("the journal's clear failed: {e}"),
         })?;
         record.handoff_id = outcome.handoff_id.as_u128();
         let Some(child) = outcome.child.filter(|_| outcome.committed) else {
