@@ -137,7 +137,12 @@ fn run_successor(
         Ok(h) => h,
         Err(e) => return fail("handshake with the supervisor", &e),
     };
-    // Start-up work that needs no flock would go here, before Begin.
+    // Start-up work that needs no flock, before Begin: the control socket
+    // under its private temporary name.
+    let mut handshook = handshook;
+    if let Err(e) = handshook.prepare_control_socket(&config.control_socket) {
+        return fail("bind the control socket", &e);
+    }
     let mut begun = match handshook.wait_for_begin() {
         Ok(b) => b,
         Err(e) => return fail("wait for Begin", &e),

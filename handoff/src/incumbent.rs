@@ -686,6 +686,7 @@ pub(crate) fn bind_temporary(path: &Path) -> Result<(UnixListener, PathBuf)> {
     // builds) or a directory.
     let _ = std::fs::remove_file(&private_dir);
     let _ = std::fs::remove_dir_all(&private_dir);
+    sweep_temporaries(path);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private_dir)?;
@@ -701,6 +702,43 @@ pub(crate) fn bind_temporary(path: &Path) -> Result<(UnixListener, PathBuf)> {
         Err(e) => {
             discard_temporary(&temp);
             Err(e)
+        }
+    }
+}
+
+/// Remove the temporary sockets of dead processes next to `path`: a
+/// successor killed before it announced itself (an aborted handoff: the
+/// supervisor SIGKILLs it) cannot remove its own. Each bind sweeps what the
+/// ones before it left. A live process's, or an unparsable name, is left
+/// alone.
+fn sweep_temporaries(path: &Path) {
+    let (Some(dir), Some(file_name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".tmp.");
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .as_encoded_bytes()
+            .strip_prefix(prefix)
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .and_then(|rest| rest.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::lock::process_is_running(pid) {
+            discard_temporary(&entry.path().join("s"));
         }
     }
 }

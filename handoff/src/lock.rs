@@ -378,7 +378,7 @@ fn write_pid_file(data_dir: &Path) -> Result<()> {
 
 /// True when `pid` names a process that could hold a file descriptor: it
 /// exists and is not a zombie. `EPERM` from `kill(pid, 0)` means it exists.
-fn process_is_running(pid: u32) -> bool {
+pub(crate) fn process_is_running(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };

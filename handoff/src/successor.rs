@@ -18,8 +18,8 @@
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::crash::points;
@@ -65,6 +65,7 @@ pub fn detect_role() -> Result<Role> {
             stream: UnixStream::from(sock),
             listeners: listeners.into_iter().map(|(n, f)| (n, Some(f))).collect(),
             config: SuccessorConfig::from_env()?,
+            prebound: None,
         })),
     }
 }
@@ -119,6 +120,40 @@ pub struct Successor {
     stream: UnixStream,
     listeners: Vec<(String, Option<OwnedFd>)>,
     config: SuccessorConfig,
+    /// The control socket, bound under its temporary name before `Begin`
+    /// ([`HandshookSuccessor::prepare_control_socket`]).
+    prebound: Option<TemporarySocket>,
+}
+
+/// A control socket bound by `bind_temporary` and not yet published:
+/// removed again if this process never gets to announce itself.
+struct TemporarySocket {
+    /// The final path it is meant for.
+    for_path: PathBuf,
+    /// `None` once handed over by [`TemporarySocket::take`].
+    bound: Option<(UnixListener, PathBuf)>,
+}
+
+impl TemporarySocket {
+    fn bind(socket_path: &Path) -> Result<Self> {
+        Ok(Self {
+            for_path: socket_path.to_owned(),
+            bound: Some(bind_temporary(socket_path)?),
+        })
+    }
+
+    /// The listener and its temporary path; no longer removed on drop.
+    fn take(mut self) -> Option<(UnixListener, PathBuf)> {
+        self.bound.take()
+    }
+}
+
+impl Drop for TemporarySocket {
+    fn drop(&mut self) {
+        if let Some((_, temp)) = &self.bound {
+            discard_temporary(temp);
+        }
+    }
 }
 
 /// A successor that has exchanged Hello/HelloAck: it may warm up (load
@@ -205,6 +240,16 @@ impl Successor {
 }
 
 impl HandshookSuccessor {
+    /// Start-up work that needs no flock: bind the control socket for
+    /// `socket_path` now, under its private temporary name, so that
+    /// [`BegunSuccessor::announce_and_bind`] with the same path only has to
+    /// send `Ready` and rename it. Nothing can connect to it before that
+    /// rename. Removed again if this successor never announces itself.
+    pub fn prepare_control_socket(&mut self, socket_path: &Path) -> Result<()> {
+        self.inner.prebound = Some(TemporarySocket::bind(socket_path)?);
+        Ok(())
+    }
+
     /// The handoff this successor belongs to.
     pub fn handoff_id(&self) -> HandoffId {
         self.handoff_id
@@ -339,7 +384,16 @@ impl BegunSuccessor {
         socket_path: &Path,
         lock: DataDirLock,
     ) -> Result<Incumbent> {
-        let (listener, temp) = bind_temporary(socket_path)?;
+        let prebound = self
+            .inner
+            .prebound
+            .take()
+            .filter(|t| t.for_path == socket_path)
+            .and_then(TemporarySocket::take);
+        let (listener, temp) = match prebound {
+            Some(bound) => bound,
+            None => bind_temporary(socket_path)?,
+        };
         crash_here!(points::N_AFTER_TEMP_BOUND);
         if let Err(e) = self.send_ready(readiness) {
             discard_temporary(&temp);
@@ -364,4 +418,66 @@ fn lost_if_err<T>(r: Result<T>, id: Option<HandoffId>) -> Result<T> {
         tracing::warn!(target: events::SUCCESSOR_SUPERVISOR_LOST, handoff_id = %id, error = %e, "lost the supervisor before Ready; giving up");
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_prepared_control_socket_is_removed_unless_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let prepared = TemporarySocket::bind(&path).unwrap();
+        let (_, temp) = prepared.bound.as_ref().unwrap();
+        let temp = temp.clone();
+        assert!(temp.exists());
+        assert!(!path.exists(), "nothing is reachable at the path yet");
+        drop(prepared);
+        assert!(!temp.exists());
+        assert!(!temp.parent().unwrap().exists());
+
+        let prepared = TemporarySocket::bind(&path).unwrap();
+        let (_listener, temp) = prepared.take().unwrap();
+        assert!(temp.exists(), "taken: publishing it is the taker's job");
+        publish(&temp, &path).unwrap();
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn binding_sweeps_the_temporaries_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let litter = |pid: u32| {
+            let d = dir.path().join(format!(".control.sock.tmp.{pid}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("s"), b"").unwrap();
+            d
+        };
+        let dead = litter(dead_pid());
+        let mut alive_child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let alive = litter(alive_child.id());
+        let other = dir.path().join(".other.sock.tmp.1");
+        std::fs::create_dir(&other).unwrap();
+
+        let (_listener, temp) = bind_temporary(&path).unwrap();
+        let _ = alive_child.kill();
+        let _ = alive_child.wait();
+
+        assert!(!dead.exists(), "a dead successor's socket is swept");
+        assert!(alive.exists(), "a live process's is left alone");
+        assert!(other.exists(), "another path's is left alone");
+        assert!(temp.exists(), "our own is kept");
+    }
 }

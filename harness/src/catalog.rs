@@ -120,6 +120,20 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
             },
             vec![Outcome::Failed],
         )),
+        "o-after-seal-complete-sent" => Some((
+            Racy {
+                why: "O dies right after SealComplete. S goes on to Begin, Ready and Commit: \
+                      the Commit write either fails (EPIPE: O's socket is closed) or lands in \
+                      the dead socket's buffer, depending on how far O's exit got; the \
+                      handoff commits either way, and S logs the failed write only in the \
+                      first case",
+                truncate_after: vec![],
+                drop: vec![("supervisor-1", "handoff.commit error=")],
+                survivors: vec![],
+                survivor_in: vec![],
+            },
+            vec![Outcome::Committed],
+        )),
         "n-after-hello-ack-recv" => Some((
             Racy {
                 why: "N dies right after HelloAck. After the seal, S's Begin either fails at \
