@@ -7,8 +7,10 @@
 //! seal and *before* `SealComplete`, then waits for `Commit` (return, the
 //! caller exits) or `ResumeAfterAbort` (retake the flock, serve again).
 //! While the service's `drain`/`seal` hooks run, a heartbeat thread keeps the
-//! supervisor's liveness clock fresh; it is stopped and joined before the
-//! next protocol frame is written, so there is only ever one writer.
+//! supervisor's liveness clock fresh. There is one such thread per `serve()`
+//! call, armed around `drain`/`seal` and disarmed before the next protocol
+//! frame is written: it writes only while holding the mutex that disarming
+//! takes, so there is only ever one writer.
 //!
 //! Recovery on a lost supervisor (DESIGN.md section 5): drained but not
 //! sealed → resume; sealed → poll for the flock (`reacquire_step`); if the
@@ -20,9 +22,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::crash::points;
@@ -213,6 +215,9 @@ impl Incumbent {
     /// error, a lost or silent supervisor, an aborted handoff) leave the
     /// service serving with the flock, and the next session is accepted.
     pub fn serve<D: Drainable>(mut self, drainable: &mut D) -> Result<ServeOutcome> {
+        // One heartbeat thread for all the sessions of this call; dropping
+        // it (on every way out of this function) stops and joins it.
+        let heartbeat = Heartbeat::start()?;
         let listener = Arc::new(self.listener.try_clone()?);
         let busy = Arc::new(AtomicBool::new(false));
         let current: Arc<Mutex<Option<HandoffId>>> = Arc::new(Mutex::new(None));
@@ -238,7 +243,7 @@ impl Incumbent {
             // stream) may connect again at once and must not be refused as
             // a second session.
             let held_open = stream.try_clone().ok();
-            let end = self.session(stream, drainable, &current);
+            let end = self.session(stream, drainable, &current, &heartbeat);
             *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
             busy.store(false, Ordering::SeqCst);
             drop(held_open);
@@ -256,6 +261,7 @@ impl Incumbent {
         );
         drop(rx);
         let _ = acceptor.join();
+        drop(heartbeat);
         result
     }
 
@@ -266,6 +272,7 @@ impl Incumbent {
         mut stream: UnixStream,
         drainable: &mut D,
         current: &Mutex<Option<HandoffId>>,
+        heartbeat: &Heartbeat,
     ) -> SessionEnd {
         let mut s = Session {
             handoff_id: None,
@@ -273,7 +280,7 @@ impl Incumbent {
             sealed: false,
             deadline: None,
         };
-        let result = self.run_session(&mut stream, drainable, &mut s, current);
+        let result = self.run_session(&mut stream, drainable, &mut s, current, heartbeat);
         match result {
             Ok(end) => end,
             Err(e) => {
@@ -296,6 +303,7 @@ impl Incumbent {
         drainable: &mut D,
         s: &mut Session,
         current: &Mutex<Option<HandoffId>>,
+        heartbeat: &Heartbeat,
     ) -> Result<SessionEnd> {
         let cfg = self.config.clone();
         // Hello → HelloAck. Hello goes out at our highest version; its shape
@@ -369,7 +377,7 @@ impl Incumbent {
         let drain_deadline = prepared_at + Duration::from_millis(drain_grace_ms.min(deadline_ms));
         tracing::info!(target: events::INCUMBENT_DRAIN, %handoff_id, drain_grace_ms, deadline_ms, "draining");
         s.drained = true;
-        let report = with_heartbeats(stream, version, cfg.heartbeat_interval, || {
+        let report = heartbeat.beat_while(stream, version, cfg.heartbeat_interval, || {
             drainable.drain(drain_deadline)
         })?;
         crash_here!(points::O_AFTER_DRAIN);
@@ -395,7 +403,8 @@ impl Incumbent {
         }
         crash_here!(points::O_AFTER_SEAL_REQUEST_RECV);
         tracing::info!(target: events::INCUMBENT_SEAL, %handoff_id, "sealing");
-        let sealed = with_heartbeats(stream, version, cfg.heartbeat_interval, || drainable.seal())?;
+        let sealed =
+            heartbeat.beat_while(stream, version, cfg.heartbeat_interval, || drainable.seal())?;
         let report = match sealed {
             Ok(report) => report,
             Err(seal_error) => {
@@ -554,35 +563,153 @@ fn reject(other: Message, expected: &'static str) -> Error {
     }
 }
 
-/// Run `f` while a second thread writes a `Heartbeat` every `interval`. The
-/// heartbeat thread is stopped and joined before this returns, so the caller
-/// is again the socket's only writer.
-fn with_heartbeats<T>(
-    stream: &UnixStream,
+/// The heartbeat thread of one [`Incumbent::serve`] call. It sleeps on a
+/// condition variable until armed; while armed it writes a `Heartbeat` every
+/// `interval` to the session's socket. It writes only while holding the
+/// state mutex, and [`Heartbeat::beat_while`] disarms by clearing the writer
+/// under that mutex: once disarming returned, no heartbeat can be written
+/// any more and the caller is again the socket's only writer. Dropping the
+/// `Heartbeat` stops and joins the thread.
+struct Heartbeat {
+    shared: Arc<HeartbeatShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct HeartbeatShared {
+    state: Mutex<HeartbeatState>,
+    /// Signalled on arm and on shutdown.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct HeartbeatState {
+    /// `Some` while armed.
+    armed: Option<Armed>,
+    shutdown: bool,
+}
+
+/// What an armed heartbeat writes to, and when.
+struct Armed {
+    /// A clone of the session's socket, dropped on disarm (or on a write
+    /// error), so none outlives the drain or seal it covered.
+    writer: UnixStream,
     version: ProtoVersion,
     interval: Duration,
-    f: impl FnOnce() -> T,
-) -> Result<T> {
-    let mut writer = stream.try_clone()?;
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    Ok(thread::scope(|scope| {
-        scope.spawn(move || {
-            // Stop on a message or a dropped sender; beat on each timeout.
-            while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
-                let hb = Message::Heartbeat {
-                    ts_ms: now_unix_ms(),
-                };
-                if write_message(&mut writer, version, &hb).is_err() {
-                    // The supervisor is gone; the session's next read will
-                    // say so.
-                    break;
-                }
-            }
+    next_beat: Instant,
+}
+
+impl Heartbeat {
+    fn start() -> Result<Self> {
+        let shared = Arc::new(HeartbeatShared {
+            state: Mutex::new(HeartbeatState::default()),
+            wake: Condvar::new(),
         });
-        let out = f();
-        drop(stop_tx);
-        out
-    }))
+        let thread = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("handoff-heartbeat".into())
+                .spawn(move || shared.run())?
+        };
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Run `f` with the heartbeat armed on `stream`; disarmed before this
+    /// returns (or unwinds), so the caller is then the only writer.
+    fn beat_while<T>(
+        &self,
+        stream: &UnixStream,
+        version: ProtoVersion,
+        interval: Duration,
+        f: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let writer = stream.try_clone()?;
+        {
+            let mut state = self.shared.lock();
+            state.armed = Some(Armed {
+                writer,
+                version,
+                interval,
+                next_beat: Instant::now() + interval,
+            });
+        }
+        self.shared.wake.notify_one();
+        let _disarm = Disarm(&self.shared);
+        Ok(f())
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.shutdown = true;
+            state.armed = None;
+        }
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Disarms the heartbeat when dropped: takes the state mutex (waiting for a
+/// heartbeat being written, if any) and drops the writer.
+struct Disarm<'a>(&'a HeartbeatShared);
+
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        // No wake-up: a thread waiting for its next beat finds nothing to do
+        // when it wakes and goes back to waiting for the next arm.
+        let armed = self.0.lock().armed.take();
+        // Close the clone outside the lock.
+        drop(armed);
+    }
+}
+
+impl HeartbeatShared {
+    fn lock(&self) -> MutexGuard<'_, HeartbeatState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The thread's body: wait to be armed, beat on time while armed, return
+    /// on shutdown.
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            if state.shutdown {
+                return;
+            }
+            let Some(armed) = state.armed.as_mut() else {
+                state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let now = Instant::now();
+            if now < armed.next_beat {
+                let wait = armed.next_beat - now;
+                state = self
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            // Written with the mutex held: disarming waits for this write.
+            let hb = Message::Heartbeat {
+                ts_ms: now_unix_ms(),
+            };
+            if write_message(&mut armed.writer, armed.version, &hb).is_ok() {
+                armed.next_beat = now + armed.interval;
+            } else {
+                // The supervisor is gone; the session's next read will say
+                // so. Stop beating for this session; the thread stays for
+                // the next one.
+                state.armed = None;
+            }
+        }
+    }
 }
 
 /// Accept supervisor connections; hand one at a time to the session loop and

@@ -1,176 +1,16 @@
 //! The incumbent side against a hand-driven supervisor over a real Unix
-//! socket: session exclusivity, ordering rules, flock hand-over, recovery.
+//! socket: session exclusivity, ordering rules, flock hand-over, recovery,
+//! heartbeats.
+
+mod incumbent_support;
 
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use handoff::frame::{read_message, write_message};
 use handoff::lock::is_locked;
-use handoff::{
-    DataDirLock, DrainReport, Drainable, HandoffId, Incumbent, IncumbentConfig, Message, SealError,
-    SealReport, ServeOutcome, Side,
-};
+use handoff::{HandoffId, Message, ServeOutcome};
 
-#[derive(Default)]
-struct Calls {
-    log: Vec<&'static str>,
-}
-
-struct TestService {
-    calls: Arc<Mutex<Calls>>,
-    fail_seal: bool,
-    drain_for: Duration,
-}
-
-impl Drainable for TestService {
-    fn drain(&mut self, _deadline: Instant) -> DrainReport {
-        // Pacing is the point: a drain that takes this long.
-        std::thread::sleep(self.drain_for);
-        self.calls.lock().unwrap().log.push("drain");
-        DrainReport {
-            open_conns_remaining: 0,
-            accept_closed: true,
-        }
-    }
-    fn seal(&mut self) -> Result<SealReport, SealError> {
-        self.calls.lock().unwrap().log.push("seal");
-        if self.fail_seal {
-            return Err(SealError {
-                error: "disk on fire".into(),
-                partial_state: "none".into(),
-            });
-        }
-        Ok(SealReport {
-            last_revision_per_shard: vec![7],
-            data_dir_fingerprint: "fp".into(),
-        })
-    }
-    fn resume_after_abort(&mut self) {
-        self.calls.lock().unwrap().log.push("resume");
-    }
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    sock: PathBuf,
-    calls: Arc<Mutex<Calls>>,
-    serve: Option<JoinHandle<handoff::Result<ServeOutcome>>>,
-}
-
-fn config() -> IncumbentConfig {
-    IncumbentConfig {
-        heartbeat_interval: Duration::from_millis(20),
-        hello_timeout: Duration::from_millis(500),
-        liveness_timeout: Duration::from_millis(1000),
-        reacquire_window: Duration::from_millis(300),
-        reacquire_step: Duration::from_millis(5),
-        allow_other_uids: false,
-    }
-}
-
-fn start(fail_seal: bool, drain_for: Duration) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let sock = dir.path().join("control.sock");
-    let lock = DataDirLock::acquire(&data).unwrap();
-    let incumbent = Incumbent::bind_cold_start(&sock, lock)
-        .unwrap()
-        .with_config(config());
-    let calls = Arc::new(Mutex::new(Calls::default()));
-    let mut service = TestService {
-        calls: Arc::clone(&calls),
-        fail_seal,
-        drain_for,
-    };
-    let serve = std::thread::spawn(move || incumbent.serve(&mut service));
-    Fixture {
-        _dir: dir,
-        data,
-        sock,
-        calls,
-        serve: Some(serve),
-    }
-}
-
-fn read(s: &mut UnixStream) -> Message {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    read_message(s).expect("a frame within 5 s").1
-}
-
-fn read_skipping_heartbeats(s: &mut UnixStream) -> (Message, usize) {
-    let mut beats = 0;
-    loop {
-        match read(s) {
-            Message::Heartbeat { .. } => beats += 1,
-            m => return (m, beats),
-        }
-    }
-}
-
-/// Connect as a supervisor: read Hello, answer HelloAck.
-fn session(sock: &Path) -> (UnixStream, HandoffId) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    match read(&mut s) {
-        Message::Hello { role, pid, .. } => {
-            assert_eq!(role, Side::Incumbent);
-            assert_eq!(pid, std::process::id());
-        }
-        m => panic!("expected Hello, got {m:?}"),
-    }
-    let id = HandoffId::new();
-    send(
-        &mut s,
-        Message::HelloAck {
-            proto_version_chosen: 1,
-            handoff_id: id,
-        },
-    );
-    (s, id)
-}
-
-fn send(s: &mut UnixStream, m: Message) {
-    write_message(s, 1, &m).unwrap();
-}
-
-fn prepare(s: &mut UnixStream, id: HandoffId) {
-    send(
-        s,
-        Message::PrepareHandoff {
-            handoff_id: id,
-            successor_pid: 1,
-            deadline_ms: 2_000,
-            drain_grace_ms: 1_000,
-        },
-    );
-}
-
-/// A session driven through PrepareHandoff, Drained, SealRequest and
-/// SealComplete: the incumbent has sealed and released the flock.
-fn sealed_session(sock: &Path) -> (UnixStream, HandoffId) {
-    let (mut s, id) = session(sock);
-    prepare(&mut s, id);
-    read_skipping_heartbeats(&mut s);
-    send(&mut s, Message::SealRequest { handoff_id: id });
-    assert!(matches!(
-        read_skipping_heartbeats(&mut s).0,
-        Message::SealComplete { .. }
-    ));
-    (s, id)
-}
-
-/// Wait until `cond` holds, or fail naming `what`.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use incumbent_support::*;
 
 #[test]
 fn full_session_releases_flock_before_seal_complete_and_commits() {
@@ -346,4 +186,95 @@ fn a_successor_that_rebound_the_path_and_died_is_not_overridden() {
     );
     let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
     assert_eq!(outcome, ServeOutcome::Superseded { handoff_id: id });
+}
+
+#[test]
+fn heartbeats_flow_while_a_slow_seal_runs() {
+    let f = start_with(Options {
+        seal_for: Duration::from_millis(200),
+        ..Options::default()
+    });
+    let (mut s, id) = session(&f.sock);
+    prepare(&mut s, id);
+    assert!(matches!(
+        read_skipping_heartbeats(&mut s).0,
+        Message::Drained { .. }
+    ));
+    send(&mut s, Message::SealRequest { handoff_id: id });
+    let (m, beats) = read_skipping_heartbeats(&mut s);
+    assert!(matches!(m, Message::SealComplete { .. }), "{m:?}");
+    // 200 ms of seal at a 20 ms interval: expect several, allow for a slow
+    // scheduler.
+    assert!(beats >= 3, "only {beats} heartbeats during a 200 ms seal");
+}
+
+/// One writer per socket: once `Drained` or `SealComplete` is written the
+/// heartbeat is disarmed, and while the incumbent waits for the supervisor's
+/// next frame nothing at all may arrive. With a 1 ms interval, a heartbeat
+/// thread still armed (or writing late) after either frame shows up at
+/// once; many sessions on the same `serve()` also exercise re-arming.
+#[test]
+fn no_heartbeat_is_written_after_drained_or_seal_complete() {
+    let mut f = start_with(Options {
+        drain_for: Duration::from_millis(5),
+        seal_for: Duration::from_millis(5),
+        heartbeat_interval: Duration::from_millis(1),
+        ..Options::default()
+    });
+    let quiet = Duration::from_millis(20);
+    let sessions = 20;
+    let mut beats = 0;
+    for n in 1..=sessions {
+        let (mut s, id) = session(&f.sock);
+        prepare(&mut s, id);
+        let (m, b) = read_skipping_heartbeats(&mut s);
+        assert!(matches!(m, Message::Drained { .. }), "{m:?}");
+        beats += b;
+        assert_nothing_written_for(&mut s, quiet, "Drained");
+        send(&mut s, Message::SealRequest { handoff_id: id });
+        let (m, b) = read_skipping_heartbeats(&mut s);
+        assert!(matches!(m, Message::SealComplete { .. }), "{m:?}");
+        beats += b;
+        assert_nothing_written_for(&mut s, quiet, "SealComplete");
+        if n < sessions {
+            send(&mut s, Message::ResumeAfterAbort { handoff_id: id });
+            assert_closed_without_heartbeats(&mut s, "ResumeAfterAbort");
+        } else {
+            send(&mut s, Message::Commit { handoff_id: id });
+            assert_closed_without_heartbeats(&mut s, "Commit");
+            let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
+            assert_eq!(outcome, ServeOutcome::Committed { handoff_id: id });
+        }
+    }
+    // The heartbeat did run: 10 ms of drain and seal per session at 1 ms.
+    assert!(
+        beats >= sessions,
+        "only {beats} heartbeats in {sessions} sessions"
+    );
+}
+
+/// A heartbeat that cannot be written (the supervisor went away mid-drain)
+/// stops beating for that session, not for the next one.
+#[test]
+fn a_failed_heartbeat_write_stops_beating_for_that_session_only() {
+    let f = start_with(Options {
+        drain_for: Duration::from_millis(150),
+        heartbeat_interval: Duration::from_millis(10),
+        ..Options::default()
+    });
+    let (mut s, id) = session(&f.sock);
+    prepare(&mut s, id);
+    // Let the drain start, then vanish: the next heartbeat write fails.
+    assert!(matches!(read(&mut s), Message::Heartbeat { .. }));
+    drop(s);
+    wait_for("resume after the supervisor vanished", || f.resumes() == 1);
+    assert!(is_locked(&f.data).unwrap());
+    let (mut s, id) = session(&f.sock);
+    prepare(&mut s, id);
+    let (m, beats) = read_skipping_heartbeats(&mut s);
+    assert!(matches!(m, Message::Drained { .. }), "{m:?}");
+    assert!(
+        beats >= 3,
+        "only {beats} heartbeats during a 150 ms drain after a failed session"
+    );
 }

@@ -1,0 +1,243 @@
+//! Shared by the incumbent tests: a test service, an incumbent serving it on
+//! a thread, and a hand-driven supervisor over a real Unix socket.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use handoff::frame::{read_message, write_message};
+use handoff::{
+    DataDirLock, DrainReport, Drainable, HandoffId, Incumbent, IncumbentConfig, Message, SealError,
+    SealReport, ServeOutcome, Side,
+};
+
+#[derive(Default)]
+pub struct Calls {
+    pub log: Vec<&'static str>,
+}
+
+pub struct TestService {
+    calls: Arc<Mutex<Calls>>,
+    fail_seal: bool,
+    drain_for: Duration,
+    seal_for: Duration,
+}
+
+impl Drainable for TestService {
+    fn drain(&mut self, _deadline: Instant) -> DrainReport {
+        // Pacing is the point: a drain that takes this long.
+        std::thread::sleep(self.drain_for);
+        self.calls.lock().unwrap().log.push("drain");
+        DrainReport {
+            open_conns_remaining: 0,
+            accept_closed: true,
+        }
+    }
+    fn seal(&mut self) -> Result<SealReport, SealError> {
+        // Likewise: a seal that takes this long.
+        std::thread::sleep(self.seal_for);
+        self.calls.lock().unwrap().log.push("seal");
+        if self.fail_seal {
+            return Err(SealError {
+                error: "disk on fire".into(),
+                partial_state: "none".into(),
+            });
+        }
+        Ok(SealReport {
+            last_revision_per_shard: vec![7],
+            data_dir_fingerprint: "fp".into(),
+        })
+    }
+    fn resume_after_abort(&mut self) {
+        self.calls.lock().unwrap().log.push("resume");
+    }
+}
+
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    pub calls: Arc<Mutex<Calls>>,
+    pub serve: Option<JoinHandle<handoff::Result<ServeOutcome>>>,
+}
+
+impl Fixture {
+    /// How many times the service resumed.
+    pub fn resumes(&self) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls.log.iter().filter(|c| **c == "resume").count()
+    }
+}
+
+pub fn config() -> IncumbentConfig {
+    IncumbentConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        hello_timeout: Duration::from_millis(500),
+        liveness_timeout: Duration::from_millis(1000),
+        reacquire_window: Duration::from_millis(300),
+        reacquire_step: Duration::from_millis(5),
+        allow_other_uids: false,
+    }
+}
+
+/// How the test service behaves, and the heartbeat interval.
+#[derive(Clone, Copy)]
+pub struct Options {
+    pub fail_seal: bool,
+    pub drain_for: Duration,
+    pub seal_for: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            fail_seal: false,
+            drain_for: Duration::ZERO,
+            seal_for: Duration::ZERO,
+            heartbeat_interval: config().heartbeat_interval,
+        }
+    }
+}
+
+pub fn start(fail_seal: bool, drain_for: Duration) -> Fixture {
+    start_with(Options {
+        fail_seal,
+        drain_for,
+        ..Options::default()
+    })
+}
+
+pub fn start_with(options: Options) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let sock = dir.path().join("control.sock");
+    let lock = DataDirLock::acquire(&data).unwrap();
+    let incumbent = Incumbent::bind_cold_start(&sock, lock)
+        .unwrap()
+        .with_config(IncumbentConfig {
+            heartbeat_interval: options.heartbeat_interval,
+            ..config()
+        });
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let mut service = TestService {
+        calls: Arc::clone(&calls),
+        fail_seal: options.fail_seal,
+        drain_for: options.drain_for,
+        seal_for: options.seal_for,
+    };
+    let serve = std::thread::spawn(move || incumbent.serve(&mut service));
+    Fixture {
+        _dir: dir,
+        data,
+        sock,
+        calls,
+        serve: Some(serve),
+    }
+}
+
+pub fn read(s: &mut UnixStream) -> Message {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    read_message(s).expect("a frame within 5 s").1
+}
+
+pub fn read_skipping_heartbeats(s: &mut UnixStream) -> (Message, usize) {
+    let mut beats = 0;
+    loop {
+        match read(s) {
+            Message::Heartbeat { .. } => beats += 1,
+            m => return (m, beats),
+        }
+    }
+}
+
+/// Assert that the incumbent writes nothing for `quiet` (it is waiting for
+/// our next frame, so nothing may come, heartbeats included).
+pub fn assert_nothing_written_for(s: &mut UnixStream, quiet: Duration, after: &str) {
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        Ok(0) => panic!("the incumbent closed the session after {after}"),
+        Ok(_) => panic!("the incumbent wrote a frame (a heartbeat?) after {after}"),
+        Err(e) => panic!("read after {after}: {e}"),
+    }
+}
+
+/// Read until the incumbent closes the session; panic on a heartbeat.
+pub fn assert_closed_without_heartbeats(s: &mut UnixStream, after: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match read_message(s) {
+            Ok((_, Message::Heartbeat { .. })) => panic!("a heartbeat was written after {after}"),
+            Ok((_, m)) => panic!("unexpected {m:?} after {after}"),
+            Err(handoff::Error::PeerClosed(_)) => return,
+            Err(e) => panic!("expected the session to close after {after}, got {e}"),
+        }
+    }
+}
+
+/// Connect as a supervisor: read Hello, answer HelloAck.
+pub fn session(sock: &Path) -> (UnixStream, HandoffId) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    match read(&mut s) {
+        Message::Hello { role, pid, .. } => {
+            assert_eq!(role, Side::Incumbent);
+            assert_eq!(pid, std::process::id());
+        }
+        m => panic!("expected Hello, got {m:?}"),
+    }
+    let id = HandoffId::new();
+    send(
+        &mut s,
+        Message::HelloAck {
+            proto_version_chosen: 1,
+            handoff_id: id,
+        },
+    );
+    (s, id)
+}
+
+pub fn send(s: &mut UnixStream, m: Message) {
+    write_message(s, 1, &m).unwrap();
+}
+
+pub fn prepare(s: &mut UnixStream, id: HandoffId) {
+    send(
+        s,
+        Message::PrepareHandoff {
+            handoff_id: id,
+            successor_pid: 1,
+            deadline_ms: 2_000,
+            drain_grace_ms: 1_000,
+        },
+    );
+}
+
+/// A session driven through PrepareHandoff, Drained, SealRequest and
+/// SealComplete: the incumbent has sealed and released the flock.
+pub fn sealed_session(sock: &Path) -> (UnixStream, HandoffId) {
+    let (mut s, id) = session(sock);
+    prepare(&mut s, id);
+    read_skipping_heartbeats(&mut s);
+    send(&mut s, Message::SealRequest { handoff_id: id });
+    assert!(matches!(
+        read_skipping_heartbeats(&mut s).0,
+        Message::SealComplete { .. }
+    ));
+    (s, id)
+}
+
+/// Wait until `cond` holds, or fail naming `what`.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
