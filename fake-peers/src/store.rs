@@ -270,7 +270,12 @@ impl Store {
     /// Fsync and close the log; refuse writes from now on. Idempotent.
     pub fn seal(&mut self) -> io::Result<Sealed> {
         if let Some(log) = self.log.as_ref() {
-            log.sync_all()?;
+            // What the seal must guarantee is that every acknowledged record
+            // is durable. Each was already fdatasync'ed before its PUT was
+            // acknowledged (see `put`), and fdatasync covers the file size;
+            // `sync_all` would add only the mtime, which nothing needs. So
+            // `sync_data`, which is then all but free, on the critical path.
+            log.sync_data()?;
         }
         self.log = None;
         Ok(Sealed {
