@@ -138,11 +138,22 @@ fn run_successor(
         Err(e) => return fail("handshake with the supervisor", &e),
     };
     // Start-up work that needs no flock, before Begin: the control socket
-    // under its private temporary name.
+    // under its private temporary name, and kv.log replayed as it is now
+    // (the incumbent only appends, and only while it holds the flock; a
+    // record still being appended is left out), so that after Begin only
+    // what was appended since is left to replay. A preload that fails costs
+    // nothing: the full open under the flock decides.
     let mut handshook = handshook;
     if let Err(e) = handshook.prepare_control_socket(&config.control_socket) {
         return fail("bind the control socket", &e);
     }
+    let preloaded = match Store::preload(&config.data_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!(error = %e, "kv.log preload failed; replaying it after Begin");
+            None
+        }
+    };
     let mut begun = match handshook.wait_for_begin() {
         Ok(b) => b,
         Err(e) => return fail("wait for Begin", &e),
@@ -163,7 +174,11 @@ fn run_successor(
         Ok(l) => l,
         Err(e) => return fail("take the data-dir lock", &e),
     };
-    let store = match Store::open(&config.data_dir) {
+    let opened = match preloaded {
+        Some(pre) => Store::open_preloaded(&config.data_dir, pre),
+        None => Store::open(&config.data_dir),
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => {
             drop(lock);

@@ -8,13 +8,17 @@
 //!   error, never silently skipped;
 //! - after [`Store::seal`] nothing is written until [`Store::resume`], which
 //!   replays the log from disk again (while sealed, the flock was released,
-//!   and a successor may have appended).
+//!   and a successor may have appended);
+//! - a successor may replay the log *before* it holds the flock
+//!   ([`Store::preload`]) and, once it does, replay only what was appended
+//!   since ([`Store::open_preloaded`]); the result is that of [`Store::open`].
 //!
 //! [`replay`] and [`Fingerprint`] are pure.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the log inside the data dir.
@@ -93,9 +97,21 @@ pub fn render_record(seq: u64, key: &str, value: &str) -> String {
 /// Records must be numbered 1, 2, 3, ... in order. A final line without its
 /// `\n` is a torn append and is reported in `torn_tail_len`, not replayed.
 pub fn replay(bytes: &[u8]) -> Result<Replay, ReplayError> {
-    let mut out = Replay::default();
+    replay_from(Replay::default(), bytes)
+}
+
+/// Continue a replay (pure): `bytes` are the log's bytes from `prev.valid_len`
+/// on. `prev`'s torn tail, if any, is forgotten (those bytes are the start of
+/// `bytes`). Offsets and line numbers in errors are the whole log's.
+/// `replay_from(replay(a)?, b)` equals `replay(a ++ b)` whenever `a` ends
+/// with `\n` (or is empty).
+pub fn replay_from(prev: Replay, bytes: &[u8]) -> Result<Replay, ReplayError> {
+    let mut out = prev;
+    out.torn_tail_len = 0;
+    let base = out.valid_len;
     let mut offset = 0usize;
-    let mut line_no = 0u64;
+    // One record per line, numbered from 1.
+    let mut line_no = out.last_seq;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
@@ -105,7 +121,7 @@ pub fn replay(bytes: &[u8]) -> Result<Replay, ReplayError> {
         line_no += 1;
         let line = &rest[..nl];
         let bad = |reason: String| ReplayError {
-            offset: offset as u64,
+            offset: base + offset as u64,
             line_no,
             reason,
         };
@@ -134,7 +150,7 @@ pub fn replay(bytes: &[u8]) -> Result<Replay, ReplayError> {
         offset += nl + 1;
         out.fingerprint.update(&rest[..=nl]);
     }
-    out.valid_len = offset as u64;
+    out.valid_len = base + offset as u64;
     debug_assert_eq!(out.valid_len, out.fingerprint.len);
     Ok(out)
 }
@@ -161,6 +177,36 @@ pub struct Sealed {
     pub last_seq: u64,
     /// Fingerprint of the whole log.
     pub fingerprint: Fingerprint,
+}
+
+/// The log as [`Store::preload`] read it, without the flock: whole records
+/// only. Hand it to [`Store::open_preloaded`] once the flock is held.
+#[derive(Debug, Clone, Default)]
+pub struct Preloaded {
+    /// The replay of the whole records read (`torn_tail_len` is 0).
+    replay: Replay,
+    /// Device and inode of the log that was read.
+    file_id: Option<(u64, u64)>,
+    /// The last record read, newline included: it must still be there, at
+    /// `replay.valid_len - last_record.len()`, for the preload to be reused.
+    last_record: Vec<u8>,
+}
+
+impl Preloaded {
+    /// Bytes of whole records replayed.
+    pub fn len(&self) -> u64 {
+        self.replay.valid_len
+    }
+
+    /// True when nothing was replayed (no log, or an empty one).
+    pub fn is_empty(&self) -> bool {
+        self.replay.valid_len == 0
+    }
+
+    /// Sequence number of the last record replayed.
+    pub fn last_seq(&self) -> u64 {
+        self.replay.last_seq
+    }
 }
 
 /// The open store. Not synchronised: the server wraps it in a mutex, which
@@ -194,8 +240,114 @@ impl Store {
             File::open(data_dir)?.sync_all()?;
         }
         let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut file, &mut bytes)?;
+        file.read_to_end(&mut bytes)?;
         let replayed = replay(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Self::from_replay(path, file, replayed)
+    }
+
+    /// Replay what `<data_dir>/kv.log` holds now, read-only and *without*
+    /// the flock: start-up work a successor does before `Begin`.
+    ///
+    /// This is a correct prefix of what the successor will find once it holds
+    /// the flock: the incumbent only appends, and only while it holds the
+    /// flock; an append not yet complete is a last line without its `\n`,
+    /// which is left out here. The one exception, a record whose fsync
+    /// failed and that the incumbent truncated away again (see
+    /// [`Store::put`]), can only be the last whole record, which
+    /// [`Store::open_preloaded`] therefore checks is still there.
+    ///
+    /// A missing log preloads as empty; a corrupt one is an error (and
+    /// [`Store::open`] will say so again under the flock).
+    pub fn preload(data_dir: &Path) -> io::Result<Preloaded> {
+        let mut file = match File::open(data_dir.join(LOG_FILE)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Preloaded::default()),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut replayed =
+            replay(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // Possibly an append in progress: not ours to judge without the flock.
+        replayed.torn_tail_len = 0;
+        let whole = &bytes[..replayed.valid_len as usize];
+        let last_start = match whole.len().checked_sub(1) {
+            Some(before_nl) => whole[..before_nl]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |nl| nl + 1),
+            None => 0,
+        };
+        Ok(Preloaded {
+            last_record: whole[last_start..].to_vec(),
+            file_id: Some((meta.dev(), meta.ino())),
+            replay: replayed,
+        })
+    }
+
+    /// [`Store::open`] after a [`Store::preload`]: replay only the bytes
+    /// appended since the preload, with the same torn-tail handling. Falls
+    /// back to a full [`Store::open`] when the preload is not a prefix of the
+    /// log any more (another file, shorter, its last record changed) or the
+    /// rest does not continue it (does not parse, or breaks the sequence).
+    ///
+    /// The caller must hold the data-dir flock.
+    pub fn open_preloaded(data_dir: &Path, pre: Preloaded) -> io::Result<Self> {
+        if pre.is_empty() {
+            return Self::open(data_dir);
+        }
+        let preloaded = pre.len();
+        let stale = |why: &str| Self::open_after_stale_preload(data_dir, preloaded, why);
+        let path = data_dir.join(LOG_FILE);
+        let mut file = match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return stale("the log is gone");
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if pre.file_id != Some((meta.dev(), meta.ino())) {
+            return stale("the log was replaced");
+        }
+        if meta.len() < pre.len() {
+            return stale("the log got shorter");
+        }
+        // Re-read the last preloaded record along with what follows it.
+        let last_start = pre.len() - pre.last_record.len() as u64;
+        file.seek(SeekFrom::Start(last_start))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let Some(rest) = bytes.strip_prefix(pre.last_record.as_slice()) else {
+            return stale("its last record changed");
+        };
+        match replay_from(pre.replay, rest) {
+            Ok(replayed) => Self::from_replay(path, file, replayed),
+            Err(e) => {
+                drop(file);
+                stale(&format!("what follows does not continue it ({e})"))
+            }
+        }
+    }
+
+    fn open_after_stale_preload(
+        data_dir: &Path,
+        preloaded_bytes: u64,
+        why: &str,
+    ) -> io::Result<Self> {
+        tracing::info!(
+            target: "fake_peer.preload_stale",
+            preloaded_bytes,
+            why,
+            "preloaded kv.log is not a prefix of the log; replaying all of it"
+        );
+        Self::open(data_dir)
+    }
+
+    /// The end of [`Store::open`]: truncate a torn last line away and keep
+    /// `file` (opened for appending) as the log.
+    fn from_replay(path: PathBuf, file: File, replayed: Replay) -> io::Result<Self> {
         if replayed.torn_tail_len > 0 {
             tracing::warn!(
                 target: "fake_peer.torn_tail",
@@ -310,5 +462,178 @@ impl Store {
             self.is_sealed(),
             self.fingerprint
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_path(dir: &Path) -> PathBuf {
+        dir.join(LOG_FILE)
+    }
+
+    fn append(dir: &Path, bytes: &[u8]) {
+        let mut f = OpenOptions::new().append(true).open(log_path(dir)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    /// A second data dir holding a copy of `dir`'s log, for a full open to
+    /// compare with (a full open may truncate the log it opens).
+    fn copy_of(dir: &Path) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(log_path(dir), log_path(copy.path())).unwrap();
+        copy
+    }
+
+    /// Same state, and same log bytes left on disk.
+    fn assert_same(preloaded: &Store, full: &Store, what: &str) {
+        assert_eq!(preloaded.map, full.map, "{what}");
+        assert_eq!(preloaded.last_seq, full.last_seq, "{what}");
+        assert_eq!(preloaded.fingerprint, full.fingerprint, "{what}");
+        assert_eq!(
+            std::fs::read(&preloaded.path).unwrap(),
+            std::fs::read(&full.path).unwrap(),
+            "{what}: log bytes"
+        );
+    }
+
+    #[test]
+    fn preload_then_appends_then_open_preloaded_equals_a_full_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // The incumbent writes; the successor preloads meanwhile, once
+        // between records and once in the middle of an append.
+        let mut incumbent = Store::open(dir.path()).unwrap();
+        for (k, v) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            incumbent.put(k, v).unwrap();
+        }
+        let pre = Store::preload(dir.path()).unwrap();
+        assert_eq!((pre.last_seq(), pre.len()), (3, 18));
+        for (k, v) in [("c", "4"), ("b", "5")] {
+            incumbent.put(k, v).unwrap();
+        }
+        append(dir.path(), b"6 d");
+        let mid_append = Store::preload(dir.path()).unwrap();
+        assert_eq!(
+            (mid_append.last_seq(), mid_append.len()),
+            (5, 30),
+            "a record being appended is left out"
+        );
+        append(dir.path(), b" 6\n7 a 7\n");
+        incumbent.seal().unwrap();
+
+        let full = Store::open(dir.path()).unwrap();
+        assert_eq!(full.last_seq(), 7);
+        for pre in [pre, mid_append] {
+            let store = Store::open_preloaded(dir.path(), pre).unwrap();
+            assert_same(&store, &full, "preloaded");
+        }
+        // It appends where a full open would.
+        let mut store = Store::open_preloaded(dir.path(), Preloaded::default()).unwrap();
+        assert_eq!(store.put("e", "8").unwrap(), 8);
+    }
+
+    #[test]
+    fn a_preload_that_is_no_longer_a_prefix_falls_back_to_a_full_open() {
+        let records = b"1 a x\n2 b y\n3 c z\n";
+        type Change = fn(&Path);
+        let changes: &[(&str, Change)] = &[
+            ("truncated", |dir| {
+                std::fs::write(log_path(dir), b"1 a x\n").unwrap();
+            }),
+            // Same length or longer, but the last preloaded record is not
+            // the one there now (an append rolled back and another written):
+            // replaying only what follows would keep `c z` and miss `c w`.
+            ("last record rewritten", |dir| {
+                std::fs::write(log_path(dir), b"1 a x\n2 b y\n3 c w\n4 d v\n").unwrap();
+            }),
+            ("rewritten from the middle", |dir| {
+                std::fs::write(log_path(dir), b"1 a x\n2 q qq\n3 c z\n4 d v\n").unwrap();
+            }),
+            // Identical bytes and more, but another file.
+            ("replaced", |dir| {
+                let new = dir.join("new.log");
+                std::fs::write(&new, b"1 a x\n2 b y\n3 c z\n4 d v\n").unwrap();
+                std::fs::rename(new, log_path(dir)).unwrap();
+            }),
+            ("removed", |dir| {
+                std::fs::remove_file(log_path(dir)).unwrap();
+            }),
+        ];
+        for (what, change) in changes {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(log_path(dir.path()), records).unwrap();
+            let pre = Store::preload(dir.path()).unwrap();
+            assert_eq!(pre.last_seq(), 3);
+            let preloaded_map = pre.replay.map.clone();
+            change(dir.path());
+            let store = Store::open_preloaded(dir.path(), pre).unwrap();
+            let full = Store::open(dir.path()).unwrap();
+            assert_same(&store, &full, what);
+            assert_ne!(store.map, preloaded_map, "{what}: the change shows");
+        }
+    }
+
+    #[test]
+    fn a_continuation_that_breaks_the_sequence_fails_as_a_full_open_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(dir.path()), b"1 a x\n2 b y\n").unwrap();
+        let pre = Store::preload(dir.path()).unwrap();
+        append(dir.path(), b"4 c z\n");
+        let e = Store::open_preloaded(dir.path(), pre).unwrap_err();
+        let full = Store::open(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), full.to_string());
+        assert!(e.to_string().contains("at byte 12 (line 3)"), "{e}");
+    }
+
+    #[test]
+    fn a_torn_tail_after_the_preload_is_truncated_as_a_full_open_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(dir.path()), b"1 a x\n").unwrap();
+        let pre = Store::preload(dir.path()).unwrap();
+        append(dir.path(), b"2 b y\n3 c");
+        let copy = copy_of(dir.path());
+        let full = Store::open(copy.path()).unwrap();
+        let mut store = Store::open_preloaded(dir.path(), pre).unwrap();
+        assert_same(&store, &full, "torn tail");
+        assert_eq!(store.last_seq(), 2);
+        assert_eq!(
+            std::fs::read(log_path(dir.path())).unwrap(),
+            b"1 a x\n2 b y\n"
+        );
+        assert_eq!(store.put("c", "w").unwrap(), 3);
+        assert_eq!(
+            std::fs::read(log_path(dir.path())).unwrap(),
+            b"1 a x\n2 b y\n3 c w\n"
+        );
+    }
+
+    #[test]
+    fn preload_of_a_missing_log_is_empty_and_a_corrupt_one_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pre = Store::preload(dir.path()).unwrap();
+        assert!(pre.is_empty());
+        let store = Store::open_preloaded(dir.path(), pre).unwrap();
+        assert_eq!(store.last_seq(), 0);
+        assert!(
+            log_path(dir.path()).exists(),
+            "created, as a full open does"
+        );
+        std::fs::write(log_path(dir.path()), b"1 a x\nnonsense\n").unwrap();
+        let e = Store::preload(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn replay_from_continues_a_replay() {
+        let log = b"1 a x\n2 b y\n3 a z\n4 c w";
+        for cut in [0, 6, 12, 18] {
+            let head = replay(&log[..cut]).unwrap();
+            let joined = replay_from(head, &log[cut..]).unwrap();
+            assert_eq!(joined, replay(log).unwrap(), "cut at {cut}");
+        }
+        let e = replay_from(replay(b"1 a x\n").unwrap(), b"2 b y\nbad\n").unwrap_err();
+        assert_eq!((e.offset, e.line_no), (12, 3));
     }
 }
