@@ -139,6 +139,10 @@ pub struct Incumbent {
     data_dir: PathBuf,
     build_id: Vec<u8>,
     config: IncumbentConfig,
+    /// The emptied private directory the control socket was bound in
+    /// (successor path): removed when `serve` starts, after the service
+    /// does, not on the path where no process accepts.
+    leftover_dir: Option<PathBuf>,
 }
 
 impl Incumbent {
@@ -185,7 +189,15 @@ impl Incumbent {
             lock: Some(lock),
             build_id: Vec::new(),
             config: IncumbentConfig::default(),
+            leftover_dir: None,
         })
+    }
+
+    /// Remove `dir` (the emptied private directory of a published temporary
+    /// socket) when `serve` starts.
+    pub(crate) fn with_leftover_dir(mut self, dir: PathBuf) -> Self {
+        self.leftover_dir = Some(dir);
+        self
     }
 
     /// Set the build id announced in `Hello`.
@@ -215,6 +227,10 @@ impl Incumbent {
     /// error, a lost or silent supervisor, an aborted handoff) leave the
     /// service serving with the flock, and the next session is accepted.
     pub fn serve<D: Drainable>(mut self, drainable: &mut D) -> Result<ServeOutcome> {
+        if let Some(dir) = self.leftover_dir.take() {
+            // Best effort: an empty directory left behind is litter only.
+            let _ = std::fs::remove_dir(dir);
+        }
         // One heartbeat thread for all the sessions of this call; dropping
         // it (on every way out of this function) stops and joins it.
         let heartbeat = Heartbeat::start()?;
@@ -873,9 +889,26 @@ fn sweep_temporaries(path: &Path) {
 /// Move a socket bound by [`bind_temporary`] onto its final path (atomic
 /// replace of whatever was there), and remove its private directory.
 pub(crate) fn publish(temp: &Path, path: &Path) -> Result<()> {
-    let renamed = std::fs::rename(temp, path);
-    discard_temporary(temp);
-    renamed.map_err(Error::Io)
+    let private_dir = publish_keeping_dir(temp, path)?;
+    // Best effort: an empty directory left behind is litter only.
+    let _ = std::fs::remove_dir(private_dir);
+    Ok(())
+}
+
+/// [`publish`], except that the emptied private directory is returned for
+/// the caller to remove later (an rmdir is a metadata update that need not
+/// delay anything). On failure everything is removed.
+pub(crate) fn publish_keeping_dir(temp: &Path, path: &Path) -> Result<PathBuf> {
+    match std::fs::rename(temp, path) {
+        Ok(()) => Ok(temp
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))),
+        Err(e) => {
+            discard_temporary(temp);
+            Err(Error::Io(e))
+        }
+    }
 }
 
 /// Remove a socket bound by [`bind_temporary`] (if still there) and its

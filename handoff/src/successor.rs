@@ -29,7 +29,7 @@ use crate::events;
 use crate::fd;
 use crate::frame::{read_frame, write_message};
 use crate::incumbent::{
-    Incumbent, IncumbentConfig, bind_temporary, discard_temporary, override_ms, publish,
+    Incumbent, IncumbentConfig, bind_temporary, discard_temporary, override_ms, publish_keeping_dir,
 };
 use crate::lock::DataDirLock;
 use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
@@ -400,10 +400,11 @@ impl BegunSuccessor {
             drop(lock);
             return Err(e);
         }
-        publish(&temp, socket_path)?;
+        let leftover_dir = publish_keeping_dir(&temp, socket_path)?;
         crash_here!(points::N_AFTER_CONTROL_BOUND);
         tracing::info!(target: events::SUCCESSOR_BOUND, handoff_id = %self.handoff_id, path = %socket_path.display(), "control socket bound: incumbent now");
         Ok(Incumbent::from_parts(listener, socket_path, lock)?
+            .with_leftover_dir(leftover_dir)
             .with_build_id(self.build_id)
             .with_config(IncumbentConfig::from_env()?))
     }
@@ -423,6 +424,7 @@ fn lost_if_err<T>(r: Result<T>, id: Option<HandoffId>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::incumbent::publish;
 
     /// The pid of a process that has exited and been reaped.
     fn dead_pid() -> u32 {

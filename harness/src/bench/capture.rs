@@ -104,7 +104,11 @@ impl Subscriber for CaptureSubscriber {
             mono_ns,
             target: meta.target(),
             handoff_id: visitor.handoff_id,
-            detail: visitor.detail,
+            detail: if visitor.durable {
+                format!("{} durable", visitor.detail)
+            } else {
+                visitor.detail
+            },
             warning,
         });
     }
@@ -119,6 +123,8 @@ struct Visitor {
     handoff_id: String,
     detail: String,
     message: String,
+    /// `durable = true`: a journal phase the supervisor waited for.
+    durable: bool,
 }
 
 impl Visitor {
@@ -127,6 +133,10 @@ impl Visitor {
             "handoff_id" => &mut self.handoff_id,
             "role" | "phase" => &mut self.detail,
             "message" => &mut self.message,
+            "durable" => {
+                self.durable = value.to_string() == "true";
+                return;
+            }
             // A warning's other fields (error, reason) say what went wrong.
             "error" | "reason" => {
                 let _ = write!(self.message, " {name}={value}");
@@ -171,12 +181,13 @@ mod tests {
             let id = "abc";
             tracing::info!(target: "handoff.journal", handoff_id = %id, phase = ?handoff::Phase::Sealing, "journal written");
             tracing::info!(target: "handoff.hello", handoff_id = %id, role = "successor", "hello");
+            tracing::info!(target: "handoff.journal", handoff_id = %id, phase = ?handoff::Phase::Negotiating, durable = true, "journal written");
             tracing::info!(target: "elsewhere", "ignored");
             tracing::warn!(target: "handoff.abort", handoff_id = %id, reason = "late", "aborting");
         });
         let mut got = Vec::new();
         buffer.drain_into(&mut got);
-        assert_eq!(got.len(), 3);
+        assert_eq!(got.len(), 4);
         assert_eq!(
             (
                 got[0].target,
@@ -186,7 +197,8 @@ mod tests {
             ("handoff.journal", "abc", "Sealing")
         );
         assert_eq!(got[1].detail, "successor");
+        assert_eq!(got[2].detail, "Negotiating durable");
         assert!(got[0].mono_ns <= got[1].mono_ns);
-        assert!(got[2].warning.as_deref().unwrap().contains("late"));
+        assert!(got[3].warning.as_deref().unwrap().contains("late"));
     }
 }

@@ -139,7 +139,9 @@ pub fn supervisor_mark(target: &str, detail: &str) -> Option<usize> {
         (events::READY, _) => READY,
         (events::COMMIT, _) => COMMIT,
         (events::OUTCOME, _) => OUTCOME,
-        (events::JOURNAL, "Negotiating") => J_NEGOTIATING,
+        // The Negotiating entry is recorded when N is spawned and waited for
+        // after N's Hello: the wait is what the critical path sees.
+        (events::JOURNAL, "Negotiating durable") => J_NEGOTIATING,
         (events::JOURNAL, "Draining") => J_DRAINING,
         (events::JOURNAL, "Sealing") => J_SEALING,
         (events::JOURNAL, "AwaitingReady") => J_AWAITING_READY,
@@ -550,7 +552,7 @@ mod tests {
             (events::HELLO, "incumbent"),
             (events::SPAWN, ""),
             (events::HELLO, "successor"),
-            (events::JOURNAL, "Negotiating"),
+            (events::JOURNAL, "Negotiating durable"),
             (events::PREPARE, ""),
             (events::DRAINED, ""),
             (events::JOURNAL, "Draining"),
@@ -570,5 +572,7 @@ mod tests {
         }
         assert!(seen.iter().all(|s| *s));
         assert_eq!(supervisor_mark(events::ABORT, ""), None);
+        // Recorded at spawn; only the wait for it is a mark.
+        assert_eq!(supervisor_mark(events::JOURNAL, "Negotiating"), None);
     }
 }
