@@ -227,9 +227,13 @@ impl Incumbent {
     /// error, a lost or silent supervisor, an aborted handoff) leave the
     /// service serving with the flock, and the next session is accepted.
     pub fn serve<D: Drainable>(mut self, drainable: &mut D) -> Result<ServeOutcome> {
+        // A successor's take-over left these for now, when it serves.
         if let Some(dir) = self.leftover_dir.take() {
             // Best effort: an empty directory left behind is litter only.
             let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(lock) = self.lock.as_mut() {
+            lock.record_holder_pid();
         }
         // One heartbeat thread for all the sessions of this call; dropping
         // it (on every way out of this function) stops and joins it.
@@ -446,7 +450,7 @@ impl Incumbent {
         // writer role go.
         s.sealed = true;
         if let Some(lock) = self.lock.take() {
-            lock.release();
+            lock.release_to_successor();
         }
         tracing::info!(target: events::INCUMBENT_FLOCK_RELEASED, %handoff_id, "flock released");
         crash_here!(points::O_AFTER_FLOCK_RELEASED);

@@ -39,6 +39,8 @@ pub struct DataDirLock {
     data_dir: PathBuf,
     /// `None` only transiently, while releasing.
     flock: Option<Flock<File>>,
+    /// Our pid is in the pid file (a successor records it once it serves).
+    pid_recorded: bool,
 }
 
 /// Bound on retries of a `flock` interrupted by a signal.
@@ -62,15 +64,34 @@ impl DataDirLock {
     /// (another process, or another `acquire` in this one), fails with
     /// [`Error::LockHeld`] carrying the pid file's content as a hint.
     pub fn acquire(data_dir: &Path) -> Result<Self> {
+        let mut lock = Self::acquire_unrecorded(data_dir)?;
+        lock.record_holder_pid();
+        Ok(lock)
+    }
+
+    /// [`acquire`](Self::acquire) without writing the pid file; see
+    /// [`record_holder_pid`](Self::record_holder_pid).
+    fn acquire_unrecorded(data_dir: &Path) -> Result<Self> {
         let flock = try_flock(data_dir)?.ok_or_else(|| Error::LockHeld {
             path: lock_path(data_dir),
             holder_pid: holder_pid(data_dir),
         })?;
-        record_pid(data_dir);
         Ok(DataDirLock {
             data_dir: data_dir.to_owned(),
             flock: Some(flock),
+            pid_recorded: false,
         })
+    }
+
+    /// Write our pid to the advisory pid file, unless done already. A
+    /// successor takes the flock with the pid file still naming the
+    /// incumbent (a hint, never the truth) and records itself once it
+    /// serves, off the path on which no process accepts.
+    pub(crate) fn record_holder_pid(&mut self) {
+        if !self.pid_recorded {
+            record_pid(&self.data_dir);
+            self.pid_recorded = true;
+        }
     }
 
     /// Take the lock, treating a lying pid file as stale.
@@ -141,6 +162,7 @@ impl DataDirLock {
         Ok(DataDirLock {
             data_dir: data_dir.to_owned(),
             flock: Some(flock),
+            pid_recorded: true,
         })
     }
 
@@ -153,12 +175,24 @@ impl DataDirLock {
     /// [`LockWaitExpired`] saying how long it waited and who held the lock.
     /// Errors other than [`Error::LockHeld`] are returned at once.
     pub fn acquire_within(data_dir: &Path, timeout: Duration, step: Duration) -> Result<Self> {
+        let mut lock = Self::acquire_within_unrecorded(data_dir, timeout, step)?;
+        lock.record_holder_pid();
+        Ok(lock)
+    }
+
+    /// [`acquire_within`](Self::acquire_within) without writing the pid
+    /// file (the successor's take-over).
+    pub(crate) fn acquire_within_unrecorded(
+        data_dir: &Path,
+        timeout: Duration,
+        step: Duration,
+    ) -> Result<Self> {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut attempts: u32 = 0;
         loop {
             attempts = attempts.saturating_add(1);
-            match Self::acquire(data_dir) {
+            match Self::acquire_unrecorded(data_dir) {
                 Ok(lock) => return Ok(lock),
                 Err(Error::LockHeld { path, holder_pid }) => {
                     let left = crate::util::remaining(deadline);
@@ -200,6 +234,14 @@ impl DataDirLock {
         lock_path(&self.data_dir)
     }
 
+    /// Release the flock to a successor after a seal: the pid file is left
+    /// naming us (no file I/O between the seal and the release); the
+    /// successor overwrites it.
+    pub(crate) fn release_to_successor(mut self) {
+        self.pid_recorded = false;
+        self.release_inner();
+    }
+
     fn release_inner(&mut self) {
         let Some(flock) = self.flock.take() else {
             return;
@@ -207,7 +249,7 @@ impl DataDirLock {
         // Logged *before* the unlock, so a log-derived holding span never
         // extends past the real one (the harness's single-writer check).
         tracing::info!(target: crate::events::FLOCK_RELEASING, "releasing the data-dir flock");
-        if holder_pid(&self.data_dir) == Some(std::process::id()) {
+        if self.pid_recorded && holder_pid(&self.data_dir) == Some(std::process::id()) {
             let pid_path = pid_path(&self.data_dir);
             if let Err(e) = std::fs::remove_file(&pid_path)
                 && e.kind() != ErrorKind::NotFound
@@ -423,6 +465,45 @@ mod tests {
         assert_eq!(holder_pid(dir.path()), None);
         let again = DataDirLock::acquire(dir.path()).unwrap();
         assert_eq!(again.data_dir(), dir.path());
+    }
+
+    #[test]
+    fn a_handoff_leaves_the_pid_file_to_the_successor_which_records_itself_when_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for another holder's pid.
+        std::fs::write(dir.path().join("handoff.pid"), "1\n").unwrap();
+        let old = DataDirLock::acquire(dir.path()).unwrap();
+        assert_eq!(holder_pid(dir.path()), Some(std::process::id()));
+        old.release_to_successor();
+        assert!(!is_locked(dir.path()).unwrap());
+        assert_eq!(
+            holder_pid(dir.path()),
+            Some(std::process::id()),
+            "no pid-file I/O on the way from seal to release"
+        );
+        std::fs::write(dir.path().join("handoff.pid"), "1\n").unwrap();
+        let mut new = DataDirLock::acquire_within_unrecorded(
+            dir.path(),
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        assert_eq!(holder_pid(dir.path()), Some(1), "not recorded on take-over");
+        new.record_holder_pid();
+        assert_eq!(holder_pid(dir.path()), Some(std::process::id()));
+        drop(new);
+        assert_eq!(holder_pid(dir.path()), None, "a recorded holder removes it");
+
+        // A holder that never recorded itself leaves the file alone.
+        std::fs::write(dir.path().join("handoff.pid"), "1\n").unwrap();
+        let unrecorded = DataDirLock::acquire_within_unrecorded(
+            dir.path(),
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        drop(unrecorded);
+        assert_eq!(holder_pid(dir.path()), Some(1));
     }
 
     #[test]

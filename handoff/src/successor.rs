@@ -338,7 +338,9 @@ impl BegunSuccessor {
     /// Take the data-dir flock the incumbent released before `SealComplete`
     /// (bounded by [`SuccessorConfig::lock_timeout`]).
     pub fn acquire_lock(&self, data_dir: &Path) -> Result<DataDirLock> {
-        let lock = DataDirLock::acquire_within(
+        // The pid file is written once the new incumbent serves
+        // (`Incumbent::serve`), not here where no process accepts.
+        let lock = DataDirLock::acquire_within_unrecorded(
             data_dir,
             self.inner.config.lock_timeout,
             Duration::from_millis(5),
@@ -369,9 +371,11 @@ impl BegunSuccessor {
 
     /// Send `Ready` without taking over the control socket (for services
     /// that are never handed off again). After `Ready` this process is the
-    /// incumbent.
-    pub fn announce_ready(mut self, readiness: Readiness) -> Result<()> {
-        self.send_ready(readiness)
+    /// incumbent; its pid goes into `lock`'s pid file.
+    pub fn announce_ready(mut self, readiness: Readiness, lock: &mut DataDirLock) -> Result<()> {
+        self.send_ready(readiness)?;
+        lock.record_holder_pid();
+        Ok(())
     }
 
     /// Bind the control socket under a temporary name (mode 0600), send
