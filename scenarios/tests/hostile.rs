@@ -1387,6 +1387,11 @@ fn run_file_case(case: &FileCase) -> Result<(), String> {
                 ));
             };
             fixture.committed_to(child)?;
+            // perform_handoff returns before its journal clear is durable;
+            // sync_journal is the documented way to wait for it.
+            supervisor
+                .sync_journal()
+                .map_err(|e| format!("the journal clear failed: {e}"))?;
             if journal.exists() {
                 return Err("the committed handoff left its journal behind".into());
             }

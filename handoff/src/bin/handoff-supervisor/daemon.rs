@@ -578,7 +578,13 @@ impl Daemon {
             .name("handoff".into())
             .spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    supervisor.perform_handoff(spec)
+                    let result = supervisor.perform_handoff(spec);
+                    // Report the handoff once its journal clear is on disk:
+                    // a trigger that returned leaves nothing in flight.
+                    if let Err(e) = supervisor.sync_journal() {
+                        tracing::warn!(target: handoff::events::JOURNAL, error = %e, "journal clear failed; the next start recovers from it");
+                    }
+                    result
                 }))
                 .unwrap_or_else(|_| {
                     Err(Error::Protocol(

@@ -202,7 +202,12 @@ fn handoff_once(supervisor: &Supervisor, spec: SpawnSpec, control_socket: &Path)
         }
         Err(e) => eprintln!("handoff-supervisor: journal recovery failed: {e}; handing off anyway"),
     }
-    match supervisor.perform_handoff(spec) {
+    let result = supervisor.perform_handoff(spec);
+    // The journal clear lands before this process reports and exits.
+    if let Err(e) = supervisor.sync_journal() {
+        eprintln!("handoff-supervisor: journal clear failed: {e}; the next start recovers from it");
+    }
+    match result {
         Ok(outcome) if outcome.committed => {
             let pid = outcome
                 .child
