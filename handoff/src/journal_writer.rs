@@ -72,6 +72,8 @@ struct State {
     pending_since: Option<Instant>,
     /// Someone waits for the writer to catch up: write now.
     urgent: u32,
+    /// The pending state is to be written without waiting for a newer one.
+    write_now: bool,
     /// The writer is carrying out an operation now.
     busy: bool,
     /// The first failure not yet reported to the caller.
@@ -107,9 +109,21 @@ impl JournalWriter {
     /// earlier background failure not yet reported is returned instead (and
     /// the operation is still recorded, so a clear always goes through).
     pub(crate) fn record(&self, op: JournalOp) -> Result<()> {
+        self.record_inner(op, false)
+    }
+
+    /// Record a state and have the writer start on it at once, without the
+    /// coalescing window: for a state the caller will [`flush`](Self::flush)
+    /// soon and wants written in the meantime.
+    pub(crate) fn record_and_start(&self, op: JournalOp) -> Result<()> {
+        self.record_inner(op, true)
+    }
+
+    fn record_inner(&self, op: JournalOp, write_now: bool) -> Result<()> {
         self.ensure_thread()?;
         let mut st = self.shared.lock();
         st.pending = Some(op);
+        st.write_now |= write_now;
         st.pending_since.get_or_insert_with(Instant::now);
         let failed = st.failed.take();
         drop(st);
@@ -200,8 +214,9 @@ fn run(shared: &Shared, path: &Path) {
                 if st.pending.is_some() {
                     let due = *st.pending_since.get_or_insert_with(Instant::now) + COALESCE_WINDOW;
                     let now = Instant::now();
-                    if st.urgent > 0 || st.shutdown || now >= due {
+                    if st.urgent > 0 || st.write_now || st.shutdown || now >= due {
                         st.pending_since = None;
+                        st.write_now = false;
                         if let Some(op) = st.pending.take() {
                             st.busy = true;
                             break op;

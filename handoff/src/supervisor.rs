@@ -336,7 +336,7 @@ impl Supervisor {
         // before PrepareHandoff, the first message that changes a peer's
         // state. Everything it records is known now, so it runs while N
         // starts up and is waited for after N's Hello.
-        self.journal_record(journal(Phase::Negotiating))?;
+        self.journal_record_and_start(journal(Phase::Negotiating))?;
 
         let mut n_stream = s_end;
         // 4. Hello/HelloAck with N; its announced pid must be the child's.
@@ -837,6 +837,18 @@ impl Supervisor {
         *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
         let result = writer.record(JournalOp::Write(entry.to_journal()));
         tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer makes it durable");
+        result
+    }
+
+    /// Record a journal phase and have the background writer start on it at
+    /// once (no coalescing window): it is flushed soon after.
+    fn journal_record_and_start(&self, entry: JournalEntry) -> Result<()> {
+        let Some(writer) = &self.journal else {
+            return Ok(());
+        };
+        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
+        let result = writer.record_and_start(JournalOp::Write(entry.to_journal()));
+        tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer starts on it now");
         result
     }
 
