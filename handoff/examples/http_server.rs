@@ -116,7 +116,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Incumbent::bind_cold_start(control, lock)?, listener)
         }
         Role::Successor(successor) => {
-            let handshook = successor.handshake(b"http-example".to_vec())?;
+            let mut handshook = successor.handshake(b"http-example".to_vec())?;
+            // Start-up work that needs no flock belongs here, before Begin.
+            handshook.prepare_control_socket(control)?;
             let mut begun = handshook.wait_for_begin()?; // the incumbent drained and sealed
             let listener = begun.take_listener("http")?;
             let lock = begun.acquire_lock(data_dir)?;
