@@ -797,8 +797,11 @@ impl Supervisor {
             .max(self.timeouts.min_read)
     }
 
-    /// Create and remove a file beside the journal: proves the directory
-    /// exists and takes new files, without an fsync.
+    /// Check that the journal's directory exists and that this process may
+    /// create files in it (`access(2)`, with the effective ids: write and
+    /// search permission, a read-only file system is refused too), without
+    /// touching the file system's journal. Disk space is not checked: the
+    /// `Negotiating` write, waited for before any peer changes state, is.
     fn check_journal_writable(&self) -> Result<()> {
         let Some(path) = self.journal.as_ref().map(JournalWriter::path) else {
             return Ok(());
@@ -807,25 +810,29 @@ impl Supervisor {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let probe = dir.join(format!(".handoff-journal-probe.{}", std::process::id()));
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&probe);
-        match created {
-            Ok(_) => {
-                let _ = std::fs::remove_file(&probe);
-                Ok(())
-            }
-            Err(e) => Err(Error::Io(std::io::Error::new(
+        // access(2) answers for a file too: the journal needs a directory.
+        let writable = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => nix::unistd::faccessat(
+                None,
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            ),
+            Ok(_) => Err(nix::errno::Errno::ENOTDIR),
+            Err(e) => Err(e
+                .raw_os_error()
+                .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw)),
+        };
+        writable.map_err(|errno| {
+            let e = std::io::Error::from(errno);
+            Error::Io(std::io::Error::new(
                 e.kind(),
                 format!(
                     "journal directory {} is not writable ({e}); fix it or change --journal before handing off",
                     dir.display()
                 ),
-            ))),
-        }
+            ))
+        })
     }
 
     /// Record a journal phase for the background writer and go on (see
