@@ -59,6 +59,12 @@ pub struct IncumbentConfig {
     /// `SO_PEERCRED`). Default false: a peer of another uid is refused and
     /// the refusal logged. Root (uid 0) is always accepted.
     pub allow_other_uids: bool,
+    /// Cap on the handoff deadline a supervisor may set in
+    /// `PrepareHandoff`: past it, a sealed incumbent that lost its
+    /// supervisor stops waiting for the successor. A larger request is
+    /// clamped (and logged). Default 10 minutes, twice the supervisor's
+    /// default deadline.
+    pub max_deadline: Duration,
 }
 
 impl Default for IncumbentConfig {
@@ -70,6 +76,7 @@ impl Default for IncumbentConfig {
             reacquire_window: Duration::from_secs(2),
             reacquire_step: Duration::from_millis(25),
             allow_other_uids: false,
+            max_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -77,8 +84,8 @@ impl Default for IncumbentConfig {
 impl IncumbentConfig {
     /// The defaults, overridden by `HANDOFF_HEARTBEAT_MS`,
     /// `HANDOFF_HELLO_TIMEOUT_MS`, `HANDOFF_LIVENESS_MS`,
-    /// `HANDOFF_REACQUIRE_WINDOW_MS` and `HANDOFF_REACQUIRE_STEP_MS` where
-    /// set. Lets a test harness run any service in milliseconds.
+    /// `HANDOFF_REACQUIRE_WINDOW_MS`, `HANDOFF_REACQUIRE_STEP_MS` and
+    /// `HANDOFF_MAX_DEADLINE_MS` where set. Lets a test harness run any service in milliseconds.
     pub fn from_env() -> Result<Self> {
         let mut c = Self::default();
         override_ms(&mut c.heartbeat_interval, "HANDOFF_HEARTBEAT_MS")?;
@@ -86,6 +93,7 @@ impl IncumbentConfig {
         override_ms(&mut c.liveness_timeout, "HANDOFF_LIVENESS_MS")?;
         override_ms(&mut c.reacquire_window, "HANDOFF_REACQUIRE_WINDOW_MS")?;
         override_ms(&mut c.reacquire_step, "HANDOFF_REACQUIRE_STEP_MS")?;
+        override_ms(&mut c.max_deadline, "HANDOFF_MAX_DEADLINE_MS")?;
         Ok(c)
     }
 }
@@ -392,6 +400,11 @@ impl Incumbent {
                 Err(e) => return Err(e),
             };
         crash_here!(points::O_AFTER_PREPARE_RECV);
+        let cap_ms = u64::try_from(cfg.max_deadline.as_millis()).unwrap_or(u64::MAX);
+        if deadline_ms > cap_ms {
+            tracing::warn!(target: events::INCUMBENT_DRAIN, %handoff_id, deadline_ms, max_deadline_ms = cap_ms, "the supervisor's deadline exceeds max_deadline; using max_deadline");
+        }
+        let deadline_ms = deadline_ms.min(cap_ms);
         let prepared_at = Instant::now();
         s.deadline = Some(prepared_at + Duration::from_millis(deadline_ms));
         let drain_deadline = prepared_at + Duration::from_millis(drain_grace_ms.min(deadline_ms));

@@ -61,6 +61,7 @@ impl Fixture {
                 reacquire_window: Duration::from_millis(300),
                 reacquire_step: Duration::from_millis(5),
                 allow_other_uids: false,
+                max_deadline: Duration::from_secs(600),
             });
         let serve = std::thread::spawn(move || incumbent.serve(&mut Service));
         Fixture {

@@ -188,6 +188,38 @@ fn a_successor_that_rebound_the_path_and_died_is_not_overridden() {
     assert_eq!(outcome, ServeOutcome::Superseded { handoff_id: id });
 }
 
+/// A supervisor may ask for any deadline; a sealed incumbent that lost it
+/// waits for a successor that holds the flock at most `max_deadline`
+/// (400 ms here), not the 584 million years `u64::MAX` ms would be.
+#[test]
+fn a_huge_supervisor_deadline_is_capped_by_max_deadline() {
+    let mut f = start(false, Duration::ZERO);
+    let (mut s, id) = session(&f.sock);
+    prepare_with_deadline(&mut s, id, u64::MAX);
+    read_skipping_heartbeats(&mut s);
+    send(&mut s, Message::SealRequest { handoff_id: id });
+    assert!(matches!(
+        read_skipping_heartbeats(&mut s).0,
+        Message::SealComplete { .. }
+    ));
+    // A successor holds the flock and never gets to Ready; the supervisor
+    // is gone.
+    let successor = handoff::DataDirLock::acquire(&f.data).unwrap();
+    let lost_at = std::time::Instant::now();
+    drop(s);
+    wait_for("the incumbent to give up on the successor", || {
+        f.serve.as_ref().unwrap().is_finished()
+    });
+    let waited = lost_at.elapsed();
+    let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(outcome, ServeOutcome::Superseded { handoff_id: id });
+    assert!(
+        waited < Duration::from_secs(3),
+        "waited {waited:?} for a flock holder despite max_deadline 400 ms"
+    );
+    drop(successor);
+}
+
 #[test]
 fn heartbeats_flow_while_a_slow_seal_runs() {
     let f = start_with(Options {

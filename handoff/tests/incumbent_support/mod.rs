@@ -81,6 +81,7 @@ pub fn config() -> IncumbentConfig {
         reacquire_window: Duration::from_millis(300),
         reacquire_step: Duration::from_millis(5),
         allow_other_uids: false,
+        max_deadline: Duration::from_millis(400),
     }
 }
 
@@ -207,12 +208,16 @@ pub fn send(s: &mut UnixStream, m: Message) {
 }
 
 pub fn prepare(s: &mut UnixStream, id: HandoffId) {
+    prepare_with_deadline(s, id, 2_000);
+}
+
+pub fn prepare_with_deadline(s: &mut UnixStream, id: HandoffId, deadline_ms: u64) {
     send(
         s,
         Message::PrepareHandoff {
             handoff_id: id,
             successor_pid: 1,
-            deadline_ms: 2_000,
+            deadline_ms,
             drain_grace_ms: 1_000,
         },
     );
