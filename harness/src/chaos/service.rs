@@ -222,7 +222,7 @@ fn backlog(inode: u64) -> Option<u64> {
 }
 
 /// `pid` holds every listener and accepts on it: a probe connection is
-/// taken off the accept queue within [`ACCEPT_BOUND`].
+/// taken off the accept queue within `ACCEPT_BOUND`.
 pub fn accepts_everywhere(fx: &Fixture, pid: u32) -> Result<(), String> {
     let fds = procs::fd_targets(pid).map_err(|e| format!("cannot read its FDs: {e}"))?;
     let held: Vec<u64> = fds

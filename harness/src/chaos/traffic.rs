@@ -92,7 +92,7 @@ pub struct ReaderReport {
     pub reads_ok: u64,
     /// Reads that did not.
     pub mismatches: Vec<Mismatch>,
-    /// Failed requests (the first [`MAX_KEPT`]).
+    /// Failed requests (the first `MAX_KEPT`).
     pub failed: Vec<FailedRequest>,
     /// Failed requests in all.
     pub failed_total: u64,
