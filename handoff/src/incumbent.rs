@@ -531,32 +531,40 @@ impl Incumbent {
     /// and the handoff's deadline have passed.
     fn retake_lock(&mut self, s: &Session) -> Retake {
         let data_dir = self.data_dir.clone();
-        let started = Instant::now();
-        let window_end = started + self.config.reacquire_window;
+        let window_end = Instant::now() + self.config.reacquire_window;
         let give_up_at = s.deadline.map_or(window_end, |d| d.max(window_end));
-        loop {
-            // A successor that renamed its control socket over the path has
-            // sent Ready: it is the incumbent, even if it has died since (a
-            // process manager restarts the service then). Resuming here
-            // would serve without a reachable control socket.
-            if self.path_rebound() {
-                return Retake::Superseded;
-            }
-            match DataDirLock::acquire(&data_dir) {
-                Ok(lock) => {
-                    self.lock = Some(lock);
-                    return Retake::Taken;
+        // Neither a flock released by another process nor a rename over our
+        // path is announced to us: look until one happens or the bound
+        // passes.
+        let outcome = crate::util::poll_until(
+            crate::util::remaining(give_up_at),
+            self.config.reacquire_step,
+            || {
+                // A successor that renamed its control socket over the path
+                // has sent Ready: it is the incumbent, even if it has died
+                // since (a process manager restarts the service then).
+                // Resuming here would serve without a reachable control
+                // socket.
+                if self.path_rebound() {
+                    return Some(Retake::Superseded);
                 }
-                Err(e) => {
-                    let now = Instant::now();
-                    if self.path_rebound() || now >= give_up_at {
-                        tracing::debug!(error = %e, "flock still held by the successor");
-                        return Retake::Superseded;
+                match DataDirLock::acquire(&data_dir) {
+                    Ok(lock) => {
+                        self.lock = Some(lock);
+                        Some(Retake::Taken)
                     }
+                    Err(e) if self.path_rebound() => {
+                        tracing::debug!(error = %e, "flock held by a successor that rebound the path");
+                        Some(Retake::Superseded)
+                    }
+                    Err(_) => None,
                 }
-            }
-            thread::sleep(self.config.reacquire_step);
-        }
+            },
+        );
+        outcome.unwrap_or_else(|| {
+            tracing::debug!("flock still held by the successor past the bound");
+            Retake::Superseded
+        })
     }
 
     fn path_rebound(&self) -> bool {

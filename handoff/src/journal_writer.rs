@@ -171,6 +171,27 @@ impl JournalWriter {
         st
     }
 
+    /// Wait, at most `timeout`, until the writer has caught up on its own
+    /// (without making it urgent). True when it has.
+    #[cfg(test)]
+    fn caught_up_within(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        while st.pending.is_some() || st.busy {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
     fn ensure_thread(&self) -> Result<()> {
         let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
         if thread.is_none() {
@@ -302,18 +323,14 @@ mod tests {
         let path = dir.path().join("journal");
         let w = JournalWriter::new(path.clone());
         w.record(JournalOp::Write(entry(Phase::Draining))).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(j)) = StateJournal::read(&path) {
-                assert_eq!(j.phase, Phase::Draining);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the writer never wrote the recorded Draining phase on its own"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert!(
+            w.caught_up_within(Duration::from_secs(5)),
+            "the writer never wrote the recorded Draining phase on its own"
+        );
+        assert_eq!(
+            StateJournal::read(&path).unwrap().unwrap().phase,
+            Phase::Draining
+        );
     }
 
     #[test]

@@ -188,31 +188,34 @@ impl DataDirLock {
         step: Duration,
     ) -> Result<Self> {
         let started = Instant::now();
-        let deadline = started + timeout;
         let mut attempts: u32 = 0;
-        loop {
+        let mut last_held = (lock_path(data_dir), None);
+        // flock(2) offers no bounded blocking wait: try without blocking
+        // until the holder lets go or the bound passes. Never spin: a zero
+        // step still yields a millisecond.
+        let step = step.max(Duration::from_millis(1));
+        let outcome = crate::util::poll_until(timeout, step, || {
             attempts = attempts.saturating_add(1);
             match Self::acquire_unrecorded(data_dir) {
-                Ok(lock) => return Ok(lock),
                 Err(Error::LockHeld { path, holder_pid }) => {
-                    let left = crate::util::remaining(deadline);
-                    if left.is_zero() {
-                        return Err(Error::Io(std::io::Error::new(
-                            ErrorKind::TimedOut,
-                            LockWaitExpired {
-                                path,
-                                holder_pid,
-                                waited: started.elapsed(),
-                                attempts,
-                            },
-                        )));
-                    }
-                    // Never spin: a zero step still yields a millisecond.
-                    std::thread::sleep(step.max(Duration::from_millis(1)).min(left));
+                    last_held = (path, holder_pid);
+                    None
                 }
-                Err(other) => return Err(other),
+                done => Some(done),
             }
-        }
+        });
+        outcome.unwrap_or_else(|| {
+            let (path, holder_pid) = last_held;
+            Err(Error::Io(std::io::Error::new(
+                ErrorKind::TimedOut,
+                LockWaitExpired {
+                    path,
+                    holder_pid,
+                    waited: started.elapsed(),
+                    attempts,
+                },
+            )))
+        })
     }
 
     /// Release the flock now.

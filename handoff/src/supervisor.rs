@@ -599,42 +599,50 @@ impl Supervisor {
     /// then close the session and wait for the incumbent to close its side,
     /// so the next connection is not refused as a second session.
     fn probe_incumbent(&self) -> Result<u32> {
-        let deadline = Instant::now() + self.timeouts.probe;
-        let step = Duration::from_millis(10);
         let mut last_err = Error::Timeout("incumbent Hello");
-        while Instant::now() < deadline {
-            match UnixStream::connect(&self.socket_path) {
-                Ok(mut stream) => {
-                    let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
-                    match read_message(&mut stream) {
-                        Ok((_, Message::Hello { pid, .. })) => {
-                            let _ = stream.shutdown(std::net::Shutdown::Write);
-                            let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
-                            let mut sink = [0u8; 64];
-                            // Wait for the incumbent to end the session (EOF).
-                            while let Ok(n) = std::io::Read::read(&mut stream, &mut sink) {
-                                if n == 0 {
-                                    break;
+        // The incumbent's recovery is not announced: ask until it answers.
+        let answered =
+            crate::util::poll_until(self.timeouts.probe, Duration::from_millis(10), || {
+                match UnixStream::connect(&self.socket_path) {
+                    Ok(mut stream) => {
+                        let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
+                        match read_message(&mut stream) {
+                            Ok((_, Message::Hello { pid, .. })) => {
+                                let _ = stream.shutdown(std::net::Shutdown::Write);
+                                let _ = stream.set_read_timeout(Some(self.timeouts.hello_read));
+                                let mut sink = [0u8; 64];
+                                // Wait for the incumbent to end the session (EOF).
+                                while let Ok(n) = std::io::Read::read(&mut stream, &mut sink) {
+                                    if n == 0 {
+                                        break;
+                                    }
                                 }
+                                Some(pid)
                             }
-                            return Ok(pid);
-                        }
-                        Ok((_, Message::Refused { reason })) => last_err = Error::Refused(reason),
-                        Ok((_, other)) => {
-                            last_err = Error::UnexpectedMessage {
-                                expected: "Hello",
-                                got: short_name(&other),
+                            Ok((_, Message::Refused { reason })) => {
+                                last_err = Error::Refused(reason);
+                                None
+                            }
+                            Ok((_, other)) => {
+                                last_err = Error::UnexpectedMessage {
+                                    expected: "Hello",
+                                    got: short_name(&other),
+                                };
+                                None
+                            }
+                            Err(e) => {
+                                last_err = e;
+                                None
                             }
                         }
-                        Err(e) => last_err = e,
+                    }
+                    Err(e) => {
+                        last_err = Error::Io(e);
+                        None
                     }
                 }
-                Err(e) => last_err = Error::Io(e),
-            }
-            // Pacing between attempts while the incumbent recovers.
-            std::thread::sleep(step);
-        }
-        Err(last_err)
+            });
+        answered.ok_or(last_err)
     }
 
     /// Connect to the incumbent and exchange hellos. A `Refused` is retried

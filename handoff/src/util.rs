@@ -30,3 +30,48 @@ pub fn is_timeout(e: &std::io::Error) -> bool {
 pub fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
+
+/// Probe a condition that no kernel event announces (another process's
+/// socket, flock, file or FD table) until `probe` yields a value, at most
+/// `timeout`, pausing `step` between probes (never past the deadline).
+/// `None` when the deadline passed first; the caller names what it waited
+/// for. Where an event exists (a child's exit, a condition variable, a
+/// readable socket), wait for that instead.
+pub fn poll_until<T>(
+    timeout: Duration,
+    step: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        let left = remaining(deadline);
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(step.min(left));
+    }
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::*;
+
+    #[test]
+    fn poll_until_returns_the_first_value_and_gives_up_at_the_deadline() {
+        let mut n = 0;
+        let got = poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
+            n += 1;
+            (n == 3).then_some(n)
+        });
+        assert_eq!(got, Some(3));
+        let started = Instant::now();
+        let none: Option<()> =
+            poll_until(Duration::from_millis(20), Duration::from_millis(5), || None);
+        assert!(none.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

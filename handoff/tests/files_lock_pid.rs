@@ -17,13 +17,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use handoff::lock::{holder_pid, is_locked};
 use handoff::{DataDirLock, Error};
-
-/// Bound on every wait here.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// What is in place of the pid file before the call.
 #[derive(Debug, Clone, Copy)]
@@ -146,14 +142,6 @@ impl Drop for Helpers {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
@@ -191,9 +179,14 @@ fn plant(data: &Path, victim: &Path, what: PidFile, helpers: &mut Helpers) -> Op
             let child = Command::new("true").spawn().unwrap();
             let pid = child.id();
             helpers.0.push(child);
-            wait_for(&format!("pid {pid} to become a zombie"), || {
-                proc_state(pid) == Some('Z')
-            });
+            // Wait for its exit without reaping it (WNOWAIT): it stays a
+            // zombie until the helper guard reaps it. `true` exits at once.
+            nix::sys::wait::waitid(
+                nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid as i32)),
+                nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+            )
+            .unwrap();
+            assert_eq!(proc_state(pid), Some('Z'), "pid {pid} is a zombie");
             write(&format!("{pid}\n"));
             Some(pid)
         }

@@ -85,8 +85,8 @@ fn commit_before_seal_complete_is_rejected_and_the_incumbent_keeps_serving() {
         0,
         "session closed"
     );
-    wait_for("resume after the rejected Commit", || {
-        f.calls.lock().unwrap().log.contains(&"resume")
+    f.calls.wait_until("resume after the rejected Commit", |c| {
+        c.log.contains(&"resume")
     });
     assert!(is_locked(&f.data).unwrap());
     assert!(!f.calls.lock().unwrap().log.contains(&"seal"));
@@ -117,9 +117,8 @@ fn seal_failure_keeps_the_flock_and_resumes() {
         Message::SealFailed { error, .. } => assert_eq!(error, "disk on fire"),
         m => panic!("expected SealFailed, got {m:?}"),
     }
-    wait_for("resume after SealFailed", || {
-        f.calls.lock().unwrap().log.contains(&"resume")
-    });
+    f.calls
+        .wait_until("resume after SealFailed", |c| c.log.contains(&"resume"));
     assert!(is_locked(&f.data).unwrap());
 }
 
@@ -128,9 +127,10 @@ fn a_supervisor_lost_after_the_seal_makes_the_incumbent_retake_the_flock() {
     let f = start(false, Duration::ZERO);
     let (s, _id) = sealed_session(&f.sock);
     drop(s);
-    wait_for("resume after the supervisor vanished", || {
-        f.calls.lock().unwrap().log.contains(&"resume")
-    });
+    f.calls
+        .wait_until("resume after the supervisor vanished", |c| {
+            c.log.contains(&"resume")
+        });
     assert!(is_locked(&f.data).unwrap());
     // It serves sessions again.
     let _ = session(&f.sock);
@@ -142,8 +142,8 @@ fn resume_after_abort_retakes_the_flock() {
     let (mut s, id) = sealed_session(&f.sock);
     assert!(!is_locked(&f.data).unwrap());
     send(&mut s, Message::ResumeAfterAbort { handoff_id: id });
-    wait_for("resume after ResumeAfterAbort", || {
-        f.calls.lock().unwrap().log.contains(&"resume")
+    f.calls.wait_until("resume after ResumeAfterAbort", |c| {
+        c.log.contains(&"resume")
     });
     assert!(is_locked(&f.data).unwrap());
 }
@@ -177,9 +177,10 @@ fn a_successor_that_rebound_the_path_and_died_is_not_overridden() {
     assert!(!is_locked(&f.data).unwrap());
     // The supervisor dies before Commit.
     drop(s);
-    wait_for("the incumbent to concede or resume", || {
-        f.serve.as_ref().unwrap().is_finished() || f.calls.lock().unwrap().log.contains(&"resume")
-    });
+    f.calls
+        .wait_until("the incumbent to concede or resume", |c| {
+            c.serve_returned || c.log.contains(&"resume")
+        });
     assert!(
         !f.calls.lock().unwrap().log.contains(&"resume"),
         "the incumbent resumed after the successor had taken over"
@@ -207,9 +208,10 @@ fn a_huge_supervisor_deadline_is_capped_by_max_deadline() {
     let successor = handoff::DataDirLock::acquire(&f.data).unwrap();
     let lost_at = std::time::Instant::now();
     drop(s);
-    wait_for("the incumbent to give up on the successor", || {
-        f.serve.as_ref().unwrap().is_finished()
-    });
+    f.calls
+        .wait_until("the incumbent to give up on the successor", |c| {
+            c.serve_returned
+        });
     let waited = lost_at.elapsed();
     let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
     assert_eq!(outcome, ServeOutcome::Superseded { handoff_id: id });
@@ -297,7 +299,10 @@ fn a_failed_heartbeat_write_stops_beating_for_that_session_only() {
     // Let the drain start, then vanish: the next heartbeat write fails.
     assert!(matches!(read(&mut s), Message::Heartbeat { .. }));
     drop(s);
-    wait_for("resume after the supervisor vanished", || f.resumes() == 1);
+    f.calls
+        .wait_until("resume after the supervisor vanished", |c| {
+            c.count("resume") == 1
+        });
     assert!(is_locked(&f.data).unwrap());
     let (mut s, id) = session(&f.sock);
     prepare(&mut s, id);

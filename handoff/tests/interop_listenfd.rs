@@ -17,6 +17,9 @@ use std::os::fd::AsRawFd;
 use std::process::Child;
 use std::time::Duration;
 
+mod daemon_support;
+use daemon_support::DEADLINE;
+
 const HELPER_ENV: &str = "HANDOFF_LISTENFD_HELPER";
 const HELPER_TEST: &str = "listenfd_helper_entry_point";
 
@@ -96,17 +99,6 @@ fn a_listenfd_successor_finds_the_listeners_under_their_names() {
             "what listenfd found at index {index}"
         );
     }
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = guard.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the listenfd child did not exit"
-        );
-        // Pacing between probes of a condition with a deadline.
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = daemon_support::wait_exit(&mut guard.0, "the listenfd child to exit", DEADLINE);
     assert!(status.success(), "listenfd child: {status}");
 }

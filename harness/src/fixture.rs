@@ -585,47 +585,48 @@ impl Fixture {
     /// the control socket path, has no supervisor session open and answers
     /// `PING` on every listener, or none at all.
     pub fn settle(&mut self, timeout: Duration) -> Result<Settled, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut observed = String::new();
+        let settled = handoff::util::poll_until(timeout, POLL_STEP, || {
             self.refresh();
             let live = self.live();
-            let observed = self.describe_state(&live);
+            observed = self.describe_state(&live);
             if live.is_empty() {
-                return Ok(Settled::NoService);
+                return Some(Settled::NoService);
             }
-            if let [only] = live.as_slice() {
-                let holders = procs::flock_holders(&self.lock_file()).unwrap_or_default();
-                let is_supervisor = self
+            let [only] = live.as_slice() else {
+                return None;
+            };
+            let holders = procs::flock_holders(&self.lock_file()).unwrap_or_default();
+            let is_supervisor = self
+                .name_of(only.pid)
+                .is_some_and(|n| n.starts_with("supervisor-"));
+            if !is_supervisor
+                && holders.len() == 1
+                && holders[0].pid == only.pid
+                && self.holds_control_socket(only.pid)
+                && self.no_session_open(only.pid)
+                && self.serves_everywhere(only.pid)
+            {
+                self.refresh();
+                let name = self
                     .name_of(only.pid)
-                    .is_some_and(|n| n.starts_with("supervisor-"));
-                if !is_supervisor
-                    && holders.len() == 1
-                    && holders[0].pid == only.pid
-                    && self.holds_control_socket(only.pid)
-                    && self.no_session_open(only.pid)
-                    && self.serves_everywhere(only.pid)
-                {
-                    self.refresh();
-                    let name = self
-                        .name_of(only.pid)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("<unknown pid {}>", only.pid));
-                    return Ok(Settled::Incumbent {
-                        name,
-                        pid: only.pid,
-                    });
-                }
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("<unknown pid {}>", only.pid));
+                return Some(Settled::Incumbent {
+                    name,
+                    pid: only.pid,
+                });
             }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the service did not settle within {timeout:?} (waiting for: no supervisor, \
-                     and one live service process holding the flock, bound to the control \
-                     socket, with no session open and answering PING, or none); last observed: \
-                     {observed}"
-                ));
-            }
-            std::thread::sleep(POLL_STEP);
-        }
+            None
+        });
+        settled.ok_or_else(|| {
+            format!(
+                "the service did not settle within {timeout:?} (waiting for: no supervisor, \
+                 and one live service process holding the flock, bound to the control \
+                 socket, with no session open and answering PING, or none); last observed: \
+                 {observed}"
+            )
+        })
     }
 
     /// A one-line description of the live processes and the flock, for
@@ -672,21 +673,16 @@ impl Fixture {
         event: &str,
         timeout: Duration,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
         let path = self.log_path(process);
-        loop {
-            if let Ok(bytes) = std::fs::read(&path)
-                && eventlog::parse_log(process, &bytes).has(event)
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "waited {timeout:?} for event {event} in {process}'s log; it never came"
-                ));
-            }
-            std::thread::sleep(POLL_STEP);
-        }
+        handoff::util::poll_until(timeout, POLL_STEP, || {
+            let bytes = std::fs::read(&path).ok()?;
+            eventlog::parse_log(process, &bytes)
+                .has(event)
+                .then_some(())
+        })
+        .ok_or_else(|| {
+            format!("waited {timeout:?} for event {event} in {process}'s log; it never came")
+        })
     }
 
     /// Kill every live process of the fixture and collect every exit.
@@ -702,14 +698,19 @@ impl Fixture {
             if live.is_empty() || Instant::now() >= deadline {
                 break;
             }
-            for p in live {
+            for p in &live {
                 if reaper::signal(p.pid, Signal::SIGKILL)
                     && let Some(entry) = self.processes.iter_mut().find(|e| e.pid == Some(p.pid))
                 {
                     entry.killed_by_harness = true;
                 }
             }
-            std::thread::sleep(POLL_STEP);
+            // Wait for the exits themselves: the reaper (every process here
+            // is a descendant of this subreaper) reports each one. Then look
+            // again, for anything spawned meanwhile.
+            for p in &live {
+                reaper::wait_exit(p.pid, handoff::util::remaining(deadline));
+            }
         }
         // Wait for the reaper to collect the processes that were ours to
         // reap (it may lag the kill by a moment).

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use handoff::events;
 use handoff::frame::read_message;
@@ -529,11 +529,28 @@ pub fn fd_context(fx: &Fixture, incumbent: &str) -> FdContext {
 /// Client connections close asynchronously, so the check is retried until it
 /// passes or `timeout` expires.
 pub fn check_fds(fx: &Fixture, incumbent_pid: u32, incumbent: &str, timeout: Duration) -> Check {
-    let deadline = Instant::now() + timeout;
     let listener_names: Vec<String> = fx.listener_inodes().into_iter().map(|(n, _)| n).collect();
-    loop {
+    check_fd_table(fx, incumbent_pid, incumbent, timeout, |classes| {
+        fd_problems(classes, &listener_names)
+    })
+}
+
+/// The `no-stray-fd` check of `pid`'s FD table: classify it (against the
+/// fixture, `incumbent` naming its own log) and ask `problems_of` what is
+/// wrong with it, until nothing is or `timeout` expires. Client connections
+/// close asynchronously, and no event announces that another process closed
+/// an FD, so the table is probed again until then.
+pub fn check_fd_table(
+    fx: &Fixture,
+    pid: u32,
+    incumbent: &str,
+    timeout: Duration,
+    mut problems_of: impl FnMut(&[(i32, FdClass)]) -> Vec<String>,
+) -> Check {
+    let mut last = (Vec::new(), String::new());
+    let passed = handoff::util::poll_until(timeout, POLL_STEP, || {
         let ctx = fd_context(fx, incumbent);
-        let (problems, table) = match procs::fd_targets(incumbent_pid) {
+        last = match procs::fd_targets(pid) {
             Ok(fds) => {
                 let classes = classify_fds(&fds, &ctx);
                 let table = fds
@@ -541,23 +558,22 @@ pub fn check_fds(fx: &Fixture, incumbent_pid: u32, incumbent: &str, timeout: Dur
                     .map(|(fd, t)| format!("{fd}→{t}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                (fd_problems(&classes, &listener_names), table)
+                (problems_of(&classes), table)
             }
             Err(e) => (
-                vec![format!("cannot read /proc/{incumbent_pid}/fd: {e}")],
+                vec![format!("cannot read /proc/{pid}/fd: {e}")],
                 String::new(),
             ),
         };
-        if problems.is_empty() {
-            return Check::pass("no-stray-fd", format!("FD table: {table}"));
-        }
-        if Instant::now() >= deadline {
-            return Check::fail(
-                "no-stray-fd",
-                format!("{}; FD table: {table}", problems.join("; ")),
-            );
-        }
-        std::thread::sleep(POLL_STEP);
+        last.0.is_empty().then_some(())
+    });
+    let (problems, table) = last;
+    match passed {
+        Some(()) => Check::pass("no-stray-fd", format!("FD table: {table}")),
+        None => Check::fail(
+            "no-stray-fd",
+            format!("{}; FD table: {table}", problems.join("; ")),
+        ),
     }
 }
 

@@ -276,17 +276,9 @@ fn build_bins() -> Result<PathBuf, String> {
 }
 
 /// Poll `probe` until it yields a value, or fail naming `what`.
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T, String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {WAIT:?} waiting for {what}"));
-        }
-        std::thread::sleep(STEP);
-    }
+fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> Result<T, String> {
+    handoff::util::poll_until(WAIT, STEP, probe)
+        .ok_or_else(|| format!("timed out after {WAIT:?} waiting for {what}"))
 }
 
 /// One incumbent, its listener, its directory, and every write it

@@ -2,8 +2,9 @@
 //! `handoff-supervisor daemon` with the real `http_server` example, talk to
 //! its trigger socket, and drive HTTP by hand over `TcpStream`.
 //!
-//! Every wait polls a condition against a deadline and names what it waited
-//! for; nothing sleeps to synchronise. A daemon is started in its own
+//! Every wait has a deadline and names what it waited for: a child's exit
+//! is waited for itself (`wait_exit`); what no event announces (a socket
+//! answering, a status) is probed with `handoff::util::poll_until`. A daemon is started in its own
 //! process group, which `Drop` kills, so a failing test leaks no process.
 #![allow(dead_code)] // each test file uses a different part
 
@@ -13,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Generous bound for anything that should take milliseconds, so a loaded
 /// 2-core CI machine does not flake.
@@ -59,24 +60,34 @@ pub fn example_binary(name: &str) -> PathBuf {
 
 /// Poll `probe` until it returns `Some`, at most until `deadline`; panics
 /// naming `what` otherwise.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        // Pacing between probes of a condition with a deadline.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for<T>(what: &str, deadline: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    handoff::util::poll_until(deadline, POLL_STEP, probe)
+        .unwrap_or_else(|| panic!("timed out after {deadline:?} waiting for {what}"))
 }
 
-/// Wait for `child` to exit, bounded.
+/// Pause between probes of a condition no event announces.
+const POLL_STEP: Duration = Duration::from_millis(5);
+
+/// Wait for `child` to exit, at most `deadline`: a scoped thread blocks in
+/// `wait` and reports over a channel (the exit itself, not a poll); past
+/// the deadline the child is killed, which ends that wait, and the test
+/// fails naming `what`.
 pub fn wait_exit(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
-    wait_for(what, deadline, || child.try_wait().ok().flatten())
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(deadline) {
+            Ok(status) => status.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                panic!("timed out after {deadline:?} waiting for {what}");
+            }
+        }
+    })
 }
 
 /// True while `pid` exists (a zombie counts as gone once reaped by its
@@ -223,9 +234,8 @@ impl Daemon {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let until = Instant::now() + DEADLINE;
-        let mut last;
-        loop {
+        let mut last = String::new();
+        let status = handoff::util::poll_until(DEADLINE, POLL_STEP, || {
             if let Ok(Some(exit)) = self.child.try_wait() {
                 self.reaped = Some(exit);
                 panic!(
@@ -234,18 +244,23 @@ impl Daemon {
                 );
             }
             match self.status() {
-                Ok(s) if pred(&s) => return s,
-                Ok(s) => last = s.to_string(),
-                Err(e) => last = e,
+                Ok(s) if pred(&s) => Some(s),
+                Ok(s) => {
+                    last = s.to_string();
+                    None
+                }
+                Err(e) => {
+                    last = e;
+                    None
+                }
             }
-            assert!(
-                Instant::now() < until,
+        });
+        status.unwrap_or_else(|| {
+            panic!(
                 "timed out after {DEADLINE:?} waiting for {what}; last status: {last}\ndaemon stderr:\n{}",
                 self.stderr_text()
-            );
-            // Pacing between probes of a condition with a deadline.
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            )
+        })
     }
 
     /// The daemon's stderr so far.

@@ -5,7 +5,7 @@
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,52 @@ use handoff::{
 #[derive(Default)]
 pub struct Calls {
     pub log: Vec<&'static str>,
+    /// `Incumbent::serve` returned.
+    pub serve_returned: bool,
+}
+
+impl Calls {
+    pub fn count(&self, call: &str) -> usize {
+        self.log.iter().filter(|c| **c == call).count()
+    }
+}
+
+/// What the test service was asked to do, and a condition variable to wait
+/// for it on.
+#[derive(Default)]
+pub struct CallLog {
+    calls: Mutex<Calls>,
+    changed: Condvar,
+}
+
+impl CallLog {
+    pub fn lock(&self) -> std::sync::LockResult<MutexGuard<'_, Calls>> {
+        self.calls.lock()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Calls)) {
+        f(&mut self.calls.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    fn push(&self, call: &'static str) {
+        self.update(|c| c.log.push(call));
+    }
+
+    /// Wait until `cond` holds, or fail naming `what` after 5 s.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut(&Calls) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut calls = self.calls.lock().unwrap();
+        while !cond(&calls) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}");
+            calls = self.changed.wait_timeout(calls, left).unwrap().0;
+        }
+    }
 }
 
 pub struct TestService {
-    calls: Arc<Mutex<Calls>>,
+    calls: Arc<CallLog>,
     fail_seal: bool,
     drain_for: Duration,
     seal_for: Duration,
@@ -31,7 +73,7 @@ impl Drainable for TestService {
     fn drain(&mut self, _deadline: Instant) -> DrainReport {
         // Pacing is the point: a drain that takes this long.
         std::thread::sleep(self.drain_for);
-        self.calls.lock().unwrap().log.push("drain");
+        self.calls.push("drain");
         DrainReport {
             open_conns_remaining: 0,
             accept_closed: true,
@@ -40,7 +82,7 @@ impl Drainable for TestService {
     fn seal(&mut self) -> Result<SealReport, SealError> {
         // Likewise: a seal that takes this long.
         std::thread::sleep(self.seal_for);
-        self.calls.lock().unwrap().log.push("seal");
+        self.calls.push("seal");
         if self.fail_seal {
             return Err(SealError {
                 error: "disk on fire".into(),
@@ -53,7 +95,7 @@ impl Drainable for TestService {
         })
     }
     fn resume_after_abort(&mut self) {
-        self.calls.lock().unwrap().log.push("resume");
+        self.calls.push("resume");
     }
 }
 
@@ -61,15 +103,14 @@ pub struct Fixture {
     pub _dir: tempfile::TempDir,
     pub data: PathBuf,
     pub sock: PathBuf,
-    pub calls: Arc<Mutex<Calls>>,
+    pub calls: Arc<CallLog>,
     pub serve: Option<JoinHandle<handoff::Result<ServeOutcome>>>,
 }
 
 impl Fixture {
     /// How many times the service resumed.
     pub fn resumes(&self) -> usize {
-        let calls = self.calls.lock().unwrap();
-        calls.log.iter().filter(|c| **c == "resume").count()
+        self.calls.lock().unwrap().count("resume")
     }
 }
 
@@ -125,14 +166,18 @@ pub fn start_with(options: Options) -> Fixture {
             heartbeat_interval: options.heartbeat_interval,
             ..config()
         });
-    let calls = Arc::new(Mutex::new(Calls::default()));
+    let calls = Arc::new(CallLog::default());
     let mut service = TestService {
         calls: Arc::clone(&calls),
         fail_seal: options.fail_seal,
         drain_for: options.drain_for,
         seal_for: options.seal_for,
     };
-    let serve = std::thread::spawn(move || incumbent.serve(&mut service));
+    let serve = std::thread::spawn(move || {
+        let outcome = incumbent.serve(&mut service);
+        service.calls.update(|c| c.serve_returned = true);
+        outcome
+    });
     Fixture {
         _dir: dir,
         data,
@@ -235,13 +280,4 @@ pub fn sealed_session(sock: &Path) -> (UnixStream, HandoffId) {
         Message::SealComplete { .. }
     ));
     (s, id)
-}
-
-/// Wait until `cond` holds, or fail naming `what`.
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }

@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -239,20 +239,17 @@ pub fn accepts_everywhere(fx: &Fixture, pid: u32) -> Result<(), String> {
             .ok_or_else(|| format!("listener {name} has no address"))?;
         let probe = std::net::TcpStream::connect_timeout(addr, ACCEPT_BOUND)
             .map_err(|e| format!("connect to listener {name}: {e}"))?;
-        let deadline = Instant::now() + ACCEPT_BOUND;
-        loop {
-            if backlog(inode) == Some(0) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "listener {name}: a connection waited {ACCEPT_BOUND:?} in its accept queue \
-                     (backlog {:?}): nobody accepts",
-                    backlog(inode)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // Another process's accept: no event announces it, so probe.
+        handoff::util::poll_until(ACCEPT_BOUND, Duration::from_millis(2), || {
+            (backlog(inode) == Some(0)).then_some(())
+        })
+        .ok_or_else(|| {
+            format!(
+                "listener {name}: a connection waited {ACCEPT_BOUND:?} in its accept queue \
+                 (backlog {:?}): nobody accepts",
+                backlog(inode)
+            )
+        })?;
         drop(probe);
     }
     Ok(())
@@ -294,42 +291,13 @@ pub fn check_one_incumbent(fx: &Fixture, pid: u32) -> Check {
 /// no file of another process of the episode. Its own files elsewhere are
 /// its business.
 pub fn check_fds(fx: &Fixture, pid: u32, incumbent: &str, timeout: Duration) -> Check {
-    let deadline = Instant::now() + timeout;
     let root = format!("{}/", fx.root().display());
-    loop {
+    invariants::check_fd_table(fx, pid, incumbent, timeout, |classes| {
         let unix = sockdiag::unix_sockets().unwrap_or_default();
-        let ctx = invariants::fd_context(fx, incumbent);
-        let (problems, table) = match procs::fd_targets(pid) {
-            Ok(fds) => {
-                let classes = invariants::classify_fds(&fds, &ctx);
-                let table = fds
-                    .iter()
-                    .map(|(fd, t)| format!("{fd}→{t}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let tcp_listening = listening_tcp_inodes();
-                let foreign = |ino: u64| unix.contains_key(&ino) || tcp_listening.contains(&ino);
-                (
-                    custom_fd_problems(&classes, &fx.listener_inodes(), &root, &foreign),
-                    table,
-                )
-            }
-            Err(e) => (
-                vec![format!("cannot read /proc/{pid}/fd: {e}")],
-                String::new(),
-            ),
-        };
-        if problems.is_empty() {
-            return Check::pass("no-stray-fd", format!("FD table: {table}"));
-        }
-        if Instant::now() >= deadline {
-            return Check::fail(
-                "no-stray-fd",
-                format!("{}; FD table: {table}", problems.join("; ")),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        let tcp_listening = listening_tcp_inodes();
+        let foreign = |ino: u64| unix.contains_key(&ino) || tcp_listening.contains(&ino);
+        custom_fd_problems(classes, &fx.listener_inodes(), &root, &foreign)
+    })
 }
 
 /// Problems with a classified FD table of another service (pure).
@@ -528,14 +496,12 @@ mod tests {
         let inode = procs::socket_inode(&listener).unwrap();
         assert_eq!(backlog(inode), Some(0));
         let _c = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while backlog(inode) != Some(1) {
-            assert!(
-                Instant::now() < deadline,
-                "the backlog never showed the connection"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The kernel queues the connection as the handshake completes; no
+        // event says when, so probe.
+        handoff::util::poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
+            (backlog(inode) == Some(1)).then_some(())
+        })
+        .expect("the backlog never showed the connection");
         let _accepted = listener.accept().unwrap();
         assert_eq!(backlog(inode), Some(0));
     }

@@ -76,26 +76,27 @@ pub fn wait_until_answers(
     let deadline = Instant::now() + timeouts.probe;
     let pid = child.id();
     let mut last = String::from("never answered");
-    loop {
+    // The child's listening is not announced to us: ask until it answers,
+    // it exits, or the bound passes.
+    let answered = handoff::util::poll_until(timeouts.probe, POLL_STEP, || {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited ({status}) before answering"));
+            return Some(Err(format!("exited ({status}) before answering")));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "did not answer within {probe_setting}={} ({last})",
-                timeouts.probe.as_millis()
-            ));
-        }
+        let left = handoff::util::remaining(deadline).max(Duration::from_millis(1));
         match ask(control_socket, left.min(timeouts.hello_read)) {
-            Answer::Incumbent(answered) if answered == pid => return Ok(()),
+            Answer::Incumbent(answered) if answered == pid => return Some(Ok(())),
             Answer::Incumbent(answered) => {
                 last = format!("pid {answered} answers on the socket, not the child");
             }
             Answer::Nobody => last = "nothing listens on the control socket yet".into(),
             Answer::Unexpected(why) => last = why,
         }
-        // Pacing between attempts while the child starts up.
-        std::thread::sleep(POLL_STEP.min(left));
-    }
+        None
+    });
+    answered.unwrap_or_else(|| {
+        Err(format!(
+            "did not answer within {probe_setting}={} ({last})",
+            timeouts.probe.as_millis()
+        ))
+    })
 }

@@ -19,9 +19,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -88,8 +88,49 @@ pub struct TriggerServer {
     listener: Arc<UnixListener>,
     path: PathBuf,
     stopping: Arc<AtomicBool>,
-    active: Arc<AtomicUsize>,
+    active: Arc<Active>,
     acceptor: Option<JoinHandle<()>>,
+}
+
+/// Connection threads still running, so `stop` can wait for their replies.
+#[derive(Default)]
+struct Active {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Active {
+    /// Count one more connection, unless `MAX_CONNECTIONS` are running.
+    fn try_enter(&self) -> bool {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if *n >= MAX_CONNECTIONS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Wait until no connection runs, at most until `deadline`.
+    fn wait_idle(&self, deadline: Instant) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            n = self
+                .changed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
 }
 
 /// Bind `path` with mode 0600 (bind under a temporary name, chmod, rename).
@@ -126,7 +167,7 @@ impl TriggerServer {
     ) -> std::io::Result<Self> {
         let listener = Arc::new(listener);
         let stopping = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
+        let active = Arc::new(Active::default());
         let acceptor = {
             let listener = Arc::clone(&listener);
             let stopping = Arc::clone(&stopping);
@@ -162,18 +203,14 @@ impl TriggerServer {
     /// still being written.
     pub fn stop(mut self, bound: Duration) {
         self.close();
-        let deadline = Instant::now() + bound;
-        while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            // Pacing: connection threads finish a single write each.
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.active.wait_idle(Instant::now() + bound);
     }
 }
 
 fn accept_loop<F>(
     listener: &UnixListener,
     stopping: &AtomicBool,
-    active: &Arc<AtomicUsize>,
+    active: &Arc<Active>,
     submit: Arc<F>,
 ) where
     F: Fn(Request) -> bool + Send + Sync + 'static,
@@ -214,8 +251,7 @@ fn accept_loop<F>(
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
+        if !active.try_enter() {
             refuse(stream, "busy: too many trigger connections");
             continue;
         }
@@ -225,10 +261,10 @@ fn accept_loop<F>(
             .name("trigger-conn".into())
             .spawn(move || {
                 serve_connection(stream, peer_pid, &*submit);
-                active_conn.fetch_sub(1, Ordering::SeqCst);
+                active_conn.leave();
             });
         if spawned.is_err() {
-            active.fetch_sub(1, Ordering::SeqCst);
+            active.leave();
         }
     }
 }
