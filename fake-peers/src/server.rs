@@ -154,18 +154,16 @@ impl Drainable for Server {
         control.accept_wanted = false;
         control.draining = true;
         self.shared.wake_accept_thread();
-        while !control.accept_parked {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            control = self
-                .shared
-                .changed
-                .wait_timeout(control, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        control = self
+            .shared
+            .changed
+            .wait_timeout_while(
+                control,
+                deadline.saturating_duration_since(Instant::now()),
+                |c: &mut Control| !c.accept_parked,
+            )
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         let accept_closed = control.accept_parked;
         // Idle connections: end-of-stream first (FIN), so the client stops
         // using them before anything is closed under it (closing a socket
@@ -176,18 +174,16 @@ impl Drainable for Server {
             let _ = conn.stream.shutdown(Shutdown::Write);
             conn.closing = true;
         }
-        while control.conns.values().any(|c| !c.closing) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            control = self
-                .shared
-                .changed
-                .wait_timeout(control, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        control = self
+            .shared
+            .changed
+            .wait_timeout_while(
+                control,
+                deadline.saturating_duration_since(Instant::now()),
+                |c: &mut Control| c.conns.values().any(|conn| !conn.closing),
+            )
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         let open_conns_remaining = control.conns.values().filter(|c| !c.closing).count() as u64;
         drop(control);
         if !self.misbehaviour.extra_drain.is_zero() {

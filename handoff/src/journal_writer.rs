@@ -160,13 +160,11 @@ impl JournalWriter {
         // Bounded by the writer's own I/O: each operation is one durable
         // write or unlink, nothing else runs on that thread, and `urgent`
         // makes it skip the coalescing window.
-        while st.pending.is_some() || st.busy {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        let mut st = self
+            .shared
+            .changed
+            .wait_while(st, |st| st.pending.is_some() || st.busy)
+            .unwrap_or_else(|p| p.into_inner());
         st.urgent -= 1;
         st
     }
@@ -175,21 +173,13 @@ impl JournalWriter {
     /// (without making it urgent). True when it has.
     #[cfg(test)]
     fn caught_up_within(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        while st.pending.is_some() || st.busy {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
+        let st = self.shared.lock();
+        let (_st, waited) = self
+            .shared
+            .changed
+            .wait_timeout_while(st, timeout, |st| st.pending.is_some() || st.busy)
+            .unwrap_or_else(|p| p.into_inner());
+        !waited.timed_out()
     }
 
     fn ensure_thread(&self) -> Result<()> {

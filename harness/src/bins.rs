@@ -83,6 +83,42 @@ pub fn profile_of_exe(exe: &Path) -> Option<(PathBuf, Vec<String>)> {
     Some((dir.to_path_buf(), flags))
 }
 
+/// The `cargo build` of every workspace binary, with crash points, into the
+/// target dir and profile of the running executable (a test or the harness
+/// CLI), run from the workspace root; and the directory the binaries land
+/// in. Stdin is closed; where its output goes is the caller's choice.
+pub fn build_command() -> Result<(Command, PathBuf), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let (bin_dir, profile_flags) = profile_of_exe(&exe)
+        .ok_or_else(|| format!("cannot tell the target dir from {}", exe.display()))?;
+    let target_dir = bin_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent", bin_dir.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "handoff",
+        "-p",
+        "fake-peers",
+        "--bins",
+    ])
+    .args(["--features", "handoff/crash-points"])
+    .args(&profile_flags)
+    .arg("--target-dir")
+    .arg(target_dir)
+    .stdin(Stdio::null());
+    if let Some(manifest_dir) = option_env!("CARGO_MANIFEST_DIR") {
+        // The workspace root is the harness crate's parent.
+        if let Some(root) = Path::new(manifest_dir).parent() {
+            cmd.current_dir(root);
+        }
+    }
+    Ok((cmd, bin_dir))
+}
+
 /// Build (once) and locate the binaries.
 pub fn ensure_built() -> Result<&'static Binaries, String> {
     static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
@@ -96,12 +132,7 @@ fn build_and_locate() -> Result<Binaries, String> {
     if let Some(dir) = std::env::var_os(ENV_BIN_DIR) {
         return Binaries::in_dir(Path::new(&dir));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let (bin_dir, profile_flags) = profile_of_exe(&exe)
-        .ok_or_else(|| format!("cannot tell the target dir from {}", exe.display()))?;
-    let target_dir = bin_dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent", bin_dir.display()))?;
+    let (mut cmd, bin_dir) = build_command()?;
 
     // Under nextest each trial is a process: build once per run.
     let run_id = std::env::var("NEXTEST_RUN_ID").ok();
@@ -121,32 +152,10 @@ fn build_and_locate() -> Result<Binaries, String> {
         return Ok(bins);
     }
 
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let log_path = bin_dir.join(".harness-build.log");
     let log = std::fs::File::create(&log_path).map_err(|e| format!("build log: {e}"))?;
-    let mut cmd = Command::new(&cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "handoff",
-        "-p",
-        "fake-peers",
-        "--bins",
-    ])
-    .args(["--features", "handoff/crash-points"])
-    .args(&profile_flags)
-    .arg("--target-dir")
-    .arg(target_dir)
-    .stdin(Stdio::null())
-    .stdout(log.try_clone().map_err(|e| e.to_string())?)
-    .stderr(log);
-    if let Some(manifest_dir) = option_env!("CARGO_MANIFEST_DIR") {
-        // The workspace root is the harness crate's parent.
-        if let Some(root) = Path::new(manifest_dir).parent() {
-            cmd.current_dir(root);
-        }
-    }
+    cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
     let private = bin_dir.join("harness-bins").join(match &run_id {
         Some(id) => format!("run-{id}"),
         None => format!("pid-{}", std::process::id()),
@@ -156,7 +165,7 @@ fn build_and_locate() -> Result<Binaries, String> {
     // and our link: check, and build again (bounded).
     for _attempt in 0..3 {
         let status = reaper::run_to_completion(&mut cmd, BUILD_TIMEOUT)
-            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+            .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
         if status != ExitKind::Code(0) {
             let output = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(format!(

@@ -240,29 +240,8 @@ fn bins() -> Result<&'static Bins, String> {
 }
 
 fn build_bins() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let (bin_dir, profile_flags) = harness::bins::profile_of_exe(&exe)
-        .ok_or_else(|| format!("cannot tell the target dir from {}", exe.display()))?;
-    let target_dir = bin_dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent", bin_dir.display()))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "handoff",
-            "-p",
-            "fake-peers",
-            "--bins",
-        ])
-        .args(["--features", "handoff/crash-points"])
-        .args(&profile_flags)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .stdin(Stdio::null())
+    let (mut cmd, bin_dir) = harness::bins::build_command()?;
+    let output = cmd
         .output()
         .map_err(|e| format!("cannot run cargo to build the binaries: {e}"))?;
     if !output.status.success() {

@@ -52,13 +52,12 @@ impl CallLog {
 
     /// Wait until `cond` holds, or fail naming `what` after 5 s.
     pub fn wait_until(&self, what: &str, mut cond: impl FnMut(&Calls) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut calls = self.calls.lock().unwrap();
-        while !cond(&calls) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}");
-            calls = self.changed.wait_timeout(calls, left).unwrap().0;
-        }
+        let calls = self.calls.lock().unwrap();
+        let (_calls, waited) = self
+            .changed
+            .wait_timeout_while(calls, Duration::from_secs(5), |c| !cond(c))
+            .unwrap();
+        assert!(!waited.timed_out(), "timed out waiting for {what}");
     }
 }
 

@@ -118,18 +118,9 @@ impl Active {
 
     /// Wait until no connection runs, at most until `deadline`.
     fn wait_idle(&self, deadline: Instant) {
-        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            n = self
-                .changed
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let left = deadline.saturating_duration_since(Instant::now());
+        drop(self.changed.wait_timeout_while(n, left, |n| *n > 0));
     }
 }
 
