@@ -48,6 +48,15 @@ impl JournalOp {
     }
 }
 
+/// When the writer starts on a recorded state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum When {
+    /// After the coalescing window, unless a newer state supersedes it.
+    Coalesced,
+    /// At once.
+    Now,
+}
+
 /// How long a recorded state may wait for a newer one before the writer
 /// makes it durable. Bounds how far the journal on disk lags behind the
 /// handoff (recovery does not depend on the phase; see ARCHITECTURE.md).
@@ -105,21 +114,14 @@ impl JournalWriter {
         &self.path
     }
 
-    /// Record the state the journal should reach and return at once. An
-    /// earlier background failure not yet reported is returned instead (and
-    /// the operation is still recorded, so a clear always goes through).
-    pub(crate) fn record(&self, op: JournalOp) -> Result<()> {
-        self.record_inner(op, false)
-    }
-
-    /// Record a state and have the writer start on it at once, without the
-    /// coalescing window: for a state the caller will [`flush`](Self::flush)
-    /// soon and wants written in the meantime.
-    pub(crate) fn record_and_start(&self, op: JournalOp) -> Result<()> {
-        self.record_inner(op, true)
-    }
-
-    fn record_inner(&self, op: JournalOp, write_now: bool) -> Result<()> {
+    /// Record the state the journal should reach and return at once; the
+    /// writer starts on it after the coalescing window, or at once with
+    /// [`When::Now`] (for a state the caller will [`flush`](Self::flush)
+    /// soon and wants written in the meantime). An earlier background
+    /// failure not yet reported is returned instead (and the operation is
+    /// still recorded, so a clear always goes through).
+    pub(crate) fn record(&self, op: JournalOp, when: When) -> Result<()> {
+        let write_now = when == When::Now;
         self.ensure_thread()?;
         let mut st = self.shared.lock();
         st.pending = Some(op);
@@ -292,17 +294,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
         let w = JournalWriter::new(path.clone());
-        w.record(JournalOp::Write(entry(Phase::Negotiating)))
+        w.record(JournalOp::Write(entry(Phase::Negotiating)), When::Coalesced)
             .unwrap();
-        w.record(JournalOp::Write(entry(Phase::Draining))).unwrap();
-        w.record(JournalOp::Write(entry(Phase::Sealing))).unwrap();
+        w.record(JournalOp::Write(entry(Phase::Draining)), When::Coalesced)
+            .unwrap();
+        w.record(JournalOp::Write(entry(Phase::Sealing)), When::Coalesced)
+            .unwrap();
         w.flush().unwrap();
         assert_eq!(
             StateJournal::read(&path).unwrap().unwrap().phase,
             Phase::Sealing
         );
-        w.record(JournalOp::Write(entry(Phase::Committed))).unwrap();
-        w.record(JournalOp::Clear).unwrap();
+        w.record(JournalOp::Write(entry(Phase::Committed)), When::Coalesced)
+            .unwrap();
+        w.record(JournalOp::Clear, When::Coalesced).unwrap();
         w.flush().unwrap();
         assert!(StateJournal::read(&path).unwrap().is_none());
     }
@@ -312,7 +317,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
         let w = JournalWriter::new(path.clone());
-        w.record(JournalOp::Write(entry(Phase::Draining))).unwrap();
+        w.record(JournalOp::Write(entry(Phase::Draining)), When::Coalesced)
+            .unwrap();
         assert!(
             w.caught_up_within(Duration::from_secs(5)),
             "the writer never wrote the recorded Draining phase on its own"
@@ -329,8 +335,11 @@ mod tests {
         let path = dir.path().join("journal");
         {
             let w = JournalWriter::new(path.clone());
-            w.record(JournalOp::Write(entry(Phase::AwaitingReady)))
-                .unwrap();
+            w.record(
+                JournalOp::Write(entry(Phase::AwaitingReady)),
+                When::Coalesced,
+            )
+            .unwrap();
         }
         assert_eq!(
             StateJournal::read(&path).unwrap().unwrap().phase,
@@ -344,10 +353,14 @@ mod tests {
         // The journal's directory does not exist: every write fails.
         let path = dir.path().join("missing").join("journal");
         let w = JournalWriter::new(path);
-        w.record(JournalOp::Write(entry(Phase::Draining))).unwrap();
+        w.record(JournalOp::Write(entry(Phase::Draining)), When::Coalesced)
+            .unwrap();
         w.settle();
         // Reported by the next record (which is still carried out) ...
-        assert!(w.record(JournalOp::Write(entry(Phase::Sealing))).is_err());
+        assert!(
+            w.record(JournalOp::Write(entry(Phase::Sealing)), When::Coalesced)
+                .is_err()
+        );
         // ... whose own failure the flush then reports.
         assert!(w.flush().is_err());
         assert!(w.flush().is_ok(), "each failure is reported once");

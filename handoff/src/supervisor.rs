@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::fd::pass_listener_fds_on_spawn;
 use crate::frame::{read_message, write_message};
-use crate::journal_writer::{JournalOp, JournalWriter};
+use crate::journal_writer::{JournalOp, JournalWriter, When};
 use crate::protocol::{
     HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, check_handoff_id,
     negotiate_version, short_name,
@@ -336,7 +336,7 @@ impl Supervisor {
         // before PrepareHandoff, the first message that changes a peer's
         // state. Everything it records is known now, so it runs while N
         // starts up and is waited for after N's Hello.
-        self.journal_record_and_start(journal(Phase::Negotiating))?;
+        self.journal_record(journal(Phase::Negotiating), When::Now)?;
 
         let mut n_stream = s_end;
         // 4. Hello/HelloAck with N; its announced pid must be the child's.
@@ -388,7 +388,7 @@ impl Supervisor {
         };
         tracing::info!(target: events::DRAINED, %handoff_id, open_conns_remaining, accept_closed, drain_seconds = prepare_at.elapsed().as_secs_f64(), "drain complete");
         self.crash_point(points::S_AFTER_DRAINED_RECV);
-        self.journal_record(journal(Phase::Draining))?;
+        self.journal_record(journal(Phase::Draining), When::Coalesced)?;
         self.crash_point(points::S_AFTER_JOURNAL_DRAINING);
 
         // 6. SealRequest → SealComplete (or SealFailed).
@@ -447,7 +447,7 @@ impl Supervisor {
         }
         tracing::info!(target: events::SEAL_COMPLETE, %handoff_id, seal_seconds = seal_at.elapsed().as_secs_f64(), "seal complete; flock released by O");
         self.crash_point(points::S_AFTER_SEAL_COMPLETE_RECV);
-        self.journal_record(journal(Phase::Sealing))?;
+        self.journal_record(journal(Phase::Sealing), When::Coalesced)?;
         self.crash_point(points::S_AFTER_JOURNAL_SEALING);
 
         // 7. Begin → Ready. A failure at either step lands in the same
@@ -458,7 +458,7 @@ impl Supervisor {
             match write_message(&mut n_stream, n.version, &Message::Begin { handoff_id }) {
                 Ok(()) => {
                     self.crash_point(points::S_AFTER_BEGIN_SENT);
-                    self.journal_record(journal(Phase::AwaitingReady))?;
+                    self.journal_record(journal(Phase::AwaitingReady), When::Coalesced)?;
                     // N has no internal deadline for its start-up, so Ready may
                     // be in flight when the cap elapses: allow wire_slack.
                     let ready_timeout = self.remaining_until(total_deadline_at) + t.wire_slack;
@@ -498,7 +498,7 @@ impl Supervisor {
                 self.crash_point(points::S_AFTER_COMMIT_SENT);
                 // Best effort: if this fails the next supervisor sees
                 // AwaitingReady and runs its standard recovery.
-                if let Err(e) = self.journal_record(journal(Phase::Committed)) {
+                if let Err(e) = self.journal_record(journal(Phase::Committed), When::Coalesced) {
                     tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal Committed failed");
                 }
                 self.journal_clear(handoff_id);
@@ -528,7 +528,7 @@ impl Supervisor {
                 )?;
                 tracing::info!(target: events::RESUME, %handoff_id, "sent ResumeAfterAbort to O");
                 self.crash_point(points::S_AFTER_RESUME_SENT);
-                self.journal_record(journal(Phase::ResumingAfterAbort))?;
+                self.journal_record(journal(Phase::ResumingAfterAbort), When::Coalesced)?;
                 self.journal_clear(handoff_id);
                 tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
                 Ok(HandoffOutcome {
@@ -844,26 +844,15 @@ impl Supervisor {
     }
 
     /// Record a journal phase for the background writer and go on (see
-    /// [`crate::journal_writer`]). Fails with an earlier background failure.
-    fn journal_record(&self, entry: JournalEntry) -> Result<()> {
+    /// [`crate::journal_writer`]): it starts on it `when` said. Fails with
+    /// an earlier background failure.
+    fn journal_record(&self, entry: JournalEntry, when: When) -> Result<()> {
         let Some(writer) = &self.journal else {
             return Ok(());
         };
         *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
-        let result = writer.record(JournalOp::Write(entry.to_journal()));
+        let result = writer.record(JournalOp::Write(entry.to_journal()), when);
         tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer makes it durable");
-        result
-    }
-
-    /// Record a journal phase and have the background writer start on it at
-    /// once (no coalescing window): it is flushed soon after.
-    fn journal_record_and_start(&self, entry: JournalEntry) -> Result<()> {
-        let Some(writer) = &self.journal else {
-            return Ok(());
-        };
-        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
-        let result = writer.record_and_start(JournalOp::Write(entry.to_journal()));
-        tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer starts on it now");
         result
     }
 
@@ -883,7 +872,7 @@ impl Supervisor {
             return;
         };
         *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        match writer.record(JournalOp::Clear) {
+        match writer.record(JournalOp::Clear, When::Coalesced) {
             Ok(()) => {
                 tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal clear recorded; the background writer makes it durable")
             }
