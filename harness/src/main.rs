@@ -51,6 +51,8 @@ enum Command {
 fn main() -> ExitCode {
     // A scenario may spawn this binary as a lying successor.
     harness::impostor::run_if_requested();
+    // The bench runs its client load in this binary, in another process.
+    harness::bench::load::clients::run_if_requested();
     let cli = Cli::parse();
     match cli.command {
         Command::Points { json } => points(json),

@@ -65,6 +65,8 @@ pub struct RecordOut {
     pub new_pid: u32,
     /// Old incumbent's exit code (-1: unknown or signalled).
     pub old_exit_code: i32,
+    /// The trigger, `CLOCK_MONOTONIC` ns (to line up other timelines).
+    pub trigger_mono_ns: u64,
     /// Mark name → µs after the trigger (marks not seen are absent).
     pub marks_us: std::collections::BTreeMap<String, f64>,
 }
@@ -108,6 +110,7 @@ pub fn records_out(records: &[HandoffRecord]) -> Vec<RecordOut> {
                 old_pid: r.old_pid,
                 new_pid: r.new_pid,
                 old_exit_code: r.old_exit_code,
+                trigger_mono_ns: r.trigger_ns,
                 marks_us,
             }
         })

@@ -108,6 +108,28 @@ pub fn spawn_to_first_byte(
     Ok(samples)
 }
 
+/// Spawn `program args` the way the supervisor spawns a successor (fork,
+/// then exec), with stdio on /dev/null, and wait for it to exit; an error
+/// if it fails. The spawn-only windows of the load run time this.
+pub fn spawn_and_wait(program: &Path, args: &[&str]) -> io::Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Forces fork + exec, as in `SpawnPath::ForkExec`.
+    cmd.uid(nix::unistd::getuid().as_raw());
+    let status = cmd.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{} {args:?} exited with {status}",
+            program.display()
+        )))
+    }
+}
+
 /// Round trip of one protocol frame (a `Heartbeat`) over a socketpair, to a
 /// thread that echoes it.
 pub fn unix_round_trip(iterations: usize) -> handoff::Result<Vec<u64>> {

@@ -1,5 +1,11 @@
-//! The live client load: threads that talk to the fake peer over loopback
-//! TCP with persistent connections, paced at a fixed request rate.
+//! The live client load: a separate process (this binary again, see
+//! [`clients`]) whose threads talk to the fake peer over loopback TCP with
+//! persistent connections, paced at a fixed request rate.
+//!
+//! The clients run in their own process, as real clients would: the
+//! supervisor's `fork()` of each successor then copies only the
+//! supervisor's threads and memory, and the bench process's FD count and
+//! RSS are the supervisor's alone.
 //!
 //! A client reconnects on end-of-stream, reset or timeout and retries the
 //! request (every request here is idempotent: `GET`, or a `PUT` of a value
@@ -16,28 +22,34 @@
 //! `GET` of a key this client wrote is checked against the last value it
 //! saw acknowledged (a stale read is a lost write seen live).
 //!
-//! Latencies go into fixed-size histograms by phase, so the recorder does
-//! not grow the bench process (whose RSS is measured as the supervisor's).
-//! A request counts as *inside a handoff window* when a window (from the
-//! trigger to the new incumbent answering) was open at any instant between
-//! its start and its end.
+//! Each client writes every request (start, end, outcome) to a file; the
+//! bench reads them after the run and places each request against its own
+//! record of the run ([`Timeline`]: phase boundaries and windows, all on
+//! `CLOCK_MONOTONIC`, which both processes share). A request counts as
+//! *inside a window* when the window (a handoff's, from the trigger to the
+//! new incumbent answering; or a spawn-only one) was open at any instant
+//! between its start and its end.
+
+pub mod clients;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, BufRead, BufReader, ErrorKind};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use handoff::util::monotonic_ns;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::Histogram;
 
 /// How the clients behave.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadConfig {
     /// Client threads, one persistent connection each.
     pub clients: usize,
@@ -54,41 +66,97 @@ pub struct LoadConfig {
     pub read_timeout: Duration,
     /// Bound on a request, retries included; past it the request failed.
     pub request_deadline: Duration,
-    /// Where each client appends its acknowledged writes.
+    /// Where each client appends its acknowledged writes and its requests.
     pub acked_dir: PathBuf,
+}
+
+impl LoadConfig {
+    /// Time between two requests of one client.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate_per_client_hz.max(1.0))
+    }
 }
 
 /// Which part of the run a request belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum LoadPhase {
     /// Connections warming up: not recorded.
-    WarmUp = 0,
+    WarmUp,
     /// Baseline, before any handoff.
-    Before = 1,
+    Before,
     /// While handoffs run.
-    During = 2,
-    /// After the last handoff.
-    After = 3,
+    During,
+    /// After the handoffs: windows in which the bench only spawns a trivial
+    /// binary (what any handoff must at least do), for comparison.
+    SpawnFloor,
+    /// After the last handoff (and the spawn-only windows).
+    After,
 }
 
-impl LoadPhase {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => LoadPhase::Before,
-            2 => LoadPhase::During,
-            3 => LoadPhase::After,
-            _ => LoadPhase::WarmUp,
+/// The bench's record of a load run, against which each request is placed:
+/// when each phase began and when each window was open (`CLOCK_MONOTONIC`
+/// ns). Preallocated by the caller so recording does not grow the process.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Start of each phase after warm-up: `Before`, `During`, `SpawnFloor`,
+    /// `After`. A request belongs to the phase in which it ended.
+    pub phase_starts: [u64; 4],
+    /// Handoff windows, in order: (trigger, new incumbent answered).
+    pub handoff_windows: Vec<(u64, u64)>,
+    /// Spawn-only windows, in order.
+    pub spawn_windows: Vec<(u64, u64)>,
+}
+
+impl Timeline {
+    /// A timeline with room for `windows` windows of each kind.
+    pub fn with_capacity(windows: usize) -> Self {
+        Self {
+            phase_starts: [u64::MAX; 4],
+            handoff_windows: Vec::with_capacity(windows),
+            spawn_windows: Vec::with_capacity(windows),
+        }
+    }
+
+    /// `phase` starts now.
+    pub fn enter(&mut self, phase: LoadPhase) -> u64 {
+        let now = monotonic_ns();
+        let slot = match phase {
+            LoadPhase::WarmUp => return now,
+            LoadPhase::Before => 0,
+            LoadPhase::During => 1,
+            LoadPhase::SpawnFloor => 2,
+            LoadPhase::After => 3,
+        };
+        self.phase_starts[slot] = now;
+        now
+    }
+
+    fn phase_at(&self, ns: u64) -> LoadPhase {
+        match self.phase_starts.iter().rposition(|&start| start <= ns) {
+            None => LoadPhase::WarmUp,
+            Some(0) => LoadPhase::Before,
+            Some(1) => LoadPhase::During,
+            Some(2) => LoadPhase::SpawnFloor,
+            Some(_) => LoadPhase::After,
         }
     }
 }
 
-/// State shared between the bench's main thread and the clients.
+/// Whether one of `windows` (sorted, disjoint) was open at any instant of
+/// `[start, end]`, and whether one was open at `end`.
+fn window_overlap(windows: &[(u64, u64)], start: u64, end: u64) -> (bool, bool) {
+    // The last window opened by `end`: an earlier one closed before it
+    // opened, so if this one closed before `start`, all did.
+    let i = windows.partition_point(|&(open, _)| open <= end);
+    match i.checked_sub(1).map(|i| windows[i]) {
+        Some((_, close)) => (close >= start, close >= end),
+        None => (false, false),
+    }
+}
+
+/// Progress of the clients, as the bench sees it (reported by the clients
+/// process on its stdout).
 pub struct LoadShared {
-    phase: AtomicU8,
-    windows_started: AtomicU64,
-    windows_ended: AtomicU64,
-    stop: AtomicBool,
     /// Per client: start (`mono_ns`) of its last request that succeeded.
     progress: Vec<AtomicU64>,
     progress_lock: Mutex<()>,
@@ -98,74 +166,41 @@ pub struct LoadShared {
 impl LoadShared {
     fn new(clients: usize) -> Self {
         Self {
-            phase: AtomicU8::new(LoadPhase::WarmUp as u8),
-            windows_started: AtomicU64::new(0),
-            windows_ended: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
             progress: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             progress_lock: Mutex::new(()),
             progress_changed: Condvar::new(),
         }
     }
 
-    /// Enter `phase`.
-    pub fn set_phase(&self, phase: LoadPhase) {
-        self.phase.store(phase as u8, Ordering::SeqCst);
-    }
-
-    /// A handoff window opens (call just before the trigger).
-    pub fn open_window(&self) {
-        self.windows_started.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The window closes (call once the new incumbent answers).
-    pub fn close_window(&self) {
-        self.windows_ended.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// Wait until every client has completed a request that started after
     /// `after_ns` (so each holds a connection to whoever serves now), at
     /// most `timeout`. False on timeout.
     pub fn wait_all_progressed(&self, after_ns: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if self
-                .progress
-                .iter()
-                .all(|p| p.load(Ordering::SeqCst) > after_ns)
-            {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            guard = self
-                .progress_changed
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let guard = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (_guard, waited) = self
+            .progress_changed
+            .wait_timeout_while(guard, timeout, |_| {
+                !self
+                    .progress
+                    .iter()
+                    .all(|p| p.load(Ordering::SeqCst) > after_ns)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        !waited.timed_out()
     }
 
     fn progressed(&self, client: usize, start_ns: u64) {
-        self.progress[client].store(start_ns, Ordering::SeqCst);
+        if let Some(p) = self.progress.get(client) {
+            p.fetch_max(start_ns, Ordering::SeqCst);
+        }
         let _guard = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.progress_changed.notify_all();
-    }
-
-    fn windows(&self) -> (u64, u64) {
-        // Read `ended` first: a window that ends between the two loads then
-        // still looks open, never the reverse.
-        let ended = self.windows_ended.load(Ordering::SeqCst);
-        let started = self.windows_started.load(Ordering::SeqCst);
-        (started, ended)
     }
 }
 
 /// What went wrong on one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Trouble {
     /// `connect` refused.
     Refused,
@@ -184,7 +219,26 @@ pub enum Trouble {
     Other,
 }
 
-fn classify(e: &io::Error) -> Trouble {
+impl Trouble {
+    const ALL: [Trouble; 7] = [
+        Trouble::Refused,
+        Trouble::Reset,
+        Trouble::TimedOut,
+        Trouble::Eof,
+        Trouble::Sealed,
+        Trouble::ClosedIdle,
+        Trouble::Other,
+    ];
+
+    fn from_u8(v: u8) -> Trouble {
+        Trouble::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Trouble::Other)
+    }
+}
+
+pub(crate) fn classify(e: &io::Error) -> Trouble {
     match e.kind() {
         ErrorKind::ConnectionRefused => Trouble::Refused,
         ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
@@ -197,7 +251,7 @@ fn classify(e: &io::Error) -> Trouble {
 }
 
 /// Counts by [`Trouble`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TroubleCounts {
     /// Refused connects.
     pub refused: u64,
@@ -216,7 +270,7 @@ pub struct TroubleCounts {
 }
 
 impl TroubleCounts {
-    fn count(&mut self, t: Trouble) {
+    pub(crate) fn count(&mut self, t: Trouble) {
         match t {
             Trouble::Refused => self.refused += 1,
             Trouble::Reset => self.reset += 1,
@@ -228,7 +282,7 @@ impl TroubleCounts {
         }
     }
 
-    fn add(&mut self, o: &TroubleCounts) {
+    pub(crate) fn add(&mut self, o: &TroubleCounts) {
         self.refused += o.refused;
         self.reset += o.reset;
         self.timed_out += o.timed_out;
@@ -261,15 +315,8 @@ pub struct PhaseHistograms {
     pub between_windows: Histogram,
     /// After the handoffs.
     pub after: Histogram,
-}
-
-impl PhaseHistograms {
-    fn merge(&mut self, o: &PhaseHistograms) {
-        self.before.merge(&o.before);
-        self.in_window.merge(&o.in_window);
-        self.between_windows.merge(&o.between_windows);
-        self.after.merge(&o.after);
-    }
+    /// Overlapping a spawn-only window.
+    pub in_spawn_window: Histogram,
 }
 
 /// Successful requests completed in each phase (for requests per second).
@@ -283,6 +330,8 @@ pub struct Completions {
     pub during_in_window: u64,
     /// After.
     pub after: u64,
+    /// While a spawn-only window was open.
+    pub in_spawn_window: u64,
 }
 
 /// What one client (or all, merged) saw.
@@ -311,355 +360,179 @@ pub struct ClientReport {
 }
 
 impl ClientReport {
-    fn merge(&mut self, o: &ClientReport) {
-        self.latency.merge(&o.latency);
-        self.completions.before += o.completions.before;
-        self.completions.during += o.completions.during;
-        self.completions.during_in_window += o.completions.during_in_window;
-        self.completions.after += o.completions.after;
-        self.troubles_seen.add(&o.troubles_seen);
-        self.failed.add(&o.failed);
-        self.retried_requests += o.retried_requests;
-        self.max_attempts = self.max_attempts.max(o.max_attempts);
-        self.stale_reads += o.stale_reads;
-        self.acked_puts += o.acked_puts;
-        self.bad_replies += o.bad_replies;
-        self.acked_files.extend(o.acked_files.iter().cloned());
-    }
-}
-
-/// Running clients.
-pub struct Load {
-    shared: Arc<LoadShared>,
-    threads: Vec<JoinHandle<io::Result<ClientReport>>>,
-}
-
-impl Load {
-    /// Start `config.clients` clients against `addr`.
-    pub fn start(addr: SocketAddr, config: &LoadConfig) -> io::Result<Self> {
-        let shared = Arc::new(LoadShared::new(config.clients));
-        let mut threads = Vec::with_capacity(config.clients);
-        for id in 0..config.clients {
-            let shared = Arc::clone(&shared);
-            let config = config.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("bench-client-{id}"))
-                    .spawn(move || Client::new(id, addr, config, shared)?.run())?,
-            );
+    /// Place each request of `counters`' request files against `timeline`.
+    fn from_requests(counters: &clients::Counters, timeline: &Timeline) -> io::Result<Self> {
+        let mut report = ClientReport {
+            troubles_seen: counters.troubles_seen,
+            retried_requests: counters.retried_requests,
+            max_attempts: counters.max_attempts,
+            stale_reads: counters.stale_reads,
+            acked_puts: counters.acked_puts,
+            bad_replies: counters.bad_replies,
+            acked_files: counters.acked_files.clone(),
+            ..Default::default()
+        };
+        for path in &counters.request_files {
+            for line in BufReader::new(File::open(path)?).lines() {
+                let request = clients::RequestRecord::parse(&line?).ok_or_else(|| {
+                    io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!("bad request record in {}", path.display()),
+                    )
+                })?;
+                report.place(&request, timeline);
+            }
         }
-        Ok(Self { shared, threads })
+        Ok(report)
     }
 
-    /// The state shared with the clients.
-    pub fn shared(&self) -> &LoadShared {
-        &self.shared
-    }
-
-    /// Stop every client (each finishes its request in flight, bounded by
-    /// its deadline) and merge what they saw.
-    pub fn stop(mut self) -> io::Result<ClientReport> {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let mut merged = ClientReport::default();
-        for t in std::mem::take(&mut self.threads) {
-            let report = t
-                .join()
-                .map_err(|_| io::Error::other("a client thread panicked"))??;
-            merged.merge(&report);
+    fn place(&mut self, r: &clients::RequestRecord, timeline: &Timeline) {
+        let phase = timeline.phase_at(r.end_ns);
+        let Some(trouble) = r.failed else {
+            self.place_success(phase, r, timeline);
+            return;
+        };
+        if phase != LoadPhase::WarmUp {
+            self.failed.count(Trouble::from_u8(trouble));
         }
-        Ok(merged)
-    }
-}
-
-impl Drop for Load {
-    /// Clients left running (the bench failed midway) stop after their
-    /// request in flight.
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-struct Client {
-    id: usize,
-    addr: SocketAddr,
-    config: LoadConfig,
-    shared: Arc<LoadShared>,
-    conn: Option<Connection>,
-    report: ClientReport,
-    acked: BufWriter<File>,
-    /// Per key: the counter of the last acknowledged value, and whether a
-    /// later `PUT` failed (its value is then unknown).
-    last_value: Vec<(Option<u64>, bool)>,
-    line: Vec<u8>,
-}
-
-/// Outcome of one request.
-enum Outcome {
-    Ok(String),
-    Failed(Trouble),
-}
-
-impl Client {
-    fn new(
-        id: usize,
-        addr: SocketAddr,
-        config: LoadConfig,
-        shared: Arc<LoadShared>,
-    ) -> io::Result<Self> {
-        let acked_path = acked_file(&config.acked_dir, id);
-        let acked = BufWriter::with_capacity(64 * 1024, File::create(&acked_path)?);
-        let keys = config.keys_per_client.max(1);
-        Ok(Self {
-            id,
-            addr,
-            shared,
-            conn: None,
-            report: ClientReport {
-                acked_files: vec![acked_path],
-                ..Default::default()
-            },
-            acked,
-            last_value: vec![(None, false); keys],
-            line: Vec::with_capacity(256),
-            config,
-        })
     }
 
-    fn run(mut self) -> io::Result<ClientReport> {
-        let interval_ns = (1e9 / self.config.rate_per_client_hz.max(1.0)) as u64;
-        // Stagger the clients across one interval.
-        let mut next_ns =
-            monotonic_ns() + interval_ns * self.id as u64 / self.config.clients.max(1) as u64;
-        let keys = self.last_value.len() as u64;
-        let mut i: u64 = 0;
-        while !self.shared.stop.load(Ordering::SeqCst) {
-            let now = monotonic_ns();
-            if next_ns > now {
-                // Pacing the request rate, not synchronisation.
-                std::thread::sleep(Duration::from_nanos(next_ns - now));
-            }
-            next_ns += interval_ns;
-            let now = monotonic_ns();
-            if next_ns < now {
-                next_ns = now;
-            }
-            let key = (i % keys) as usize;
-            let is_put = (i * 37 % 100) < u64::from(self.config.put_percent);
-            let request = if is_put {
-                format!("PUT c{}k{key} v{}x{i}\n", self.id, self.id)
-            } else {
-                format!("GET c{}k{key}\n", self.id)
-            };
-            let (s0, e0) = self.shared.windows();
-            let start_ns = monotonic_ns();
-            let (outcome, attempts) = self.request(request.as_bytes(), start_ns);
-            let end_ns = monotonic_ns();
-            let (s1, e1) = self.shared.windows();
-            let phase = LoadPhase::from_u8(self.shared.phase.load(Ordering::SeqCst));
-            if attempts > 1 {
-                self.report.retried_requests += 1;
-            }
-            self.report.max_attempts = self.report.max_attempts.max(attempts);
-            match outcome {
-                Outcome::Ok(reply) => {
-                    self.check_reply(key, i, is_put, &reply)?;
-                    self.record(phase, start_ns, end_ns, (s0, e0), (s1, e1));
-                    self.shared.progressed(self.id, start_ns);
-                }
-                Outcome::Failed(trouble) => {
-                    if phase != LoadPhase::WarmUp {
-                        self.report.failed.count(trouble);
-                    }
-                    if is_put {
-                        self.last_value[key].1 = true;
-                    }
-                }
-            }
-            i += 1;
-        }
-        self.acked.flush()?;
-        Ok(self.report)
-    }
-
-    fn record(
-        &mut self,
-        phase: LoadPhase,
-        start_ns: u64,
-        end_ns: u64,
-        (s0, e0): (u64, u64),
-        (s1, e1): (u64, u64),
-    ) {
-        let latency = end_ns.saturating_sub(start_ns);
-        // Open at the start, or a window started while the request ran.
-        let overlapped = s0 > e0 || s1 > s0;
-        let open_at_end = s1 > e1;
-        let h = &mut self.report.latency;
+    fn place_success(&mut self, phase: LoadPhase, r: &clients::RequestRecord, t: &Timeline) {
+        let latency = r.end_ns.saturating_sub(r.start_ns);
+        let h = &mut self.latency;
+        let c = &mut self.completions;
         match phase {
             LoadPhase::WarmUp => {}
             LoadPhase::Before => {
                 h.before.record(latency);
-                self.report.completions.before += 1;
+                c.before += 1;
             }
             LoadPhase::During => {
+                let (overlapped, open_at_end) =
+                    window_overlap(&t.handoff_windows, r.start_ns, r.end_ns);
                 if overlapped {
                     h.in_window.record(latency);
                 } else {
                     h.between_windows.record(latency);
                 }
-                self.report.completions.during += 1;
+                c.during += 1;
                 if open_at_end {
-                    self.report.completions.during_in_window += 1;
+                    c.during_in_window += 1;
+                }
+            }
+            LoadPhase::SpawnFloor => {
+                let (overlapped, open_at_end) =
+                    window_overlap(&t.spawn_windows, r.start_ns, r.end_ns);
+                if overlapped {
+                    h.in_spawn_window.record(latency);
+                }
+                if open_at_end {
+                    c.in_spawn_window += 1;
                 }
             }
             LoadPhase::After => {
                 h.after.record(latency);
-                self.report.completions.after += 1;
+                c.after += 1;
             }
         }
-    }
-
-    fn check_reply(&mut self, key: usize, i: u64, is_put: bool, reply: &str) -> io::Result<()> {
-        let (last, uncertain) = self.last_value[key];
-        if is_put {
-            match reply
-                .strip_prefix("OK ")
-                .and_then(|s| s.trim().parse::<u64>().ok())
-            {
-                Some(seq) => {
-                    writeln!(self.acked, "{seq} c{}k{key} v{}x{i}", self.id, self.id)?;
-                    self.report.acked_puts += 1;
-                    self.last_value[key] = (Some(i), false);
-                }
-                None => {
-                    self.report.bad_replies += 1;
-                    self.last_value[key].1 = true;
-                }
-            }
-            return Ok(());
-        }
-        let got = if reply.trim() == "NOTFOUND" {
-            Some(None)
-        } else {
-            reply.strip_prefix("VALUE ").map(|v| {
-                v.trim()
-                    .rsplit_once('x')
-                    .and_then(|(_, n)| n.parse::<u64>().ok())
-            })
-        };
-        match got {
-            None => self.report.bad_replies += 1,
-            Some(got) if uncertain => self.last_value[key] = (got.or(last), false),
-            Some(got) if got != last => self.report.stale_reads += 1,
-            Some(_) => {}
-        }
-        Ok(())
-    }
-
-    /// Send `request` and read its reply line, reconnecting and retrying
-    /// until `request_deadline` after `start_ns`.
-    fn request(&mut self, request: &[u8], start_ns: u64) -> (Outcome, u64) {
-        let deadline_ns = start_ns + self.config.request_deadline.as_nanos() as u64;
-        let mut attempts = 0;
-        let mut last = Trouble::TimedOut;
-        loop {
-            if attempts > 0 && monotonic_ns() >= deadline_ns {
-                return (Outcome::Failed(last), attempts);
-            }
-            attempts += 1;
-            // A pooled connection the server has closed since its last reply
-            // is seen here, before a request is written on it.
-            if let Some(conn) = &self.conn
-                && let Some(trouble) = closed_while_idle(&conn.writer)
-            {
-                self.report.troubles_seen.count(trouble);
-                self.conn = None;
-            }
-            if self.conn.is_none() {
-                match self.connect() {
-                    Ok(c) => self.conn = Some(c),
-                    Err(e) => {
-                        last = classify(&e);
-                        self.report.troubles_seen.count(last);
-                        // Pacing reconnects to a listener that refuses.
-                        std::thread::sleep(Duration::from_millis(1));
-                        continue;
-                    }
-                }
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                continue;
-            };
-            self.line.clear();
-            let exchanged = conn
-                .writer
-                .write_all(request)
-                .and_then(|()| conn.reader.read_until(b'\n', &mut self.line));
-            let trouble = match exchanged {
-                Ok(_) if self.line.last() == Some(&b'\n') => {
-                    let reply = String::from_utf8_lossy(&self.line).into_owned();
-                    if reply.starts_with("ERR sealed") {
-                        Trouble::Sealed
-                    } else if reply.starts_with("ERR") {
-                        self.report.bad_replies += 1;
-                        return (Outcome::Failed(Trouble::Other), attempts);
-                    } else {
-                        return (Outcome::Ok(reply), attempts);
-                    }
-                }
-                // End of stream, possibly mid-line.
-                Ok(_) => Trouble::Eof,
-                Err(e) => classify(&e),
-            };
-            last = trouble;
-            self.report.troubles_seen.count(trouble);
-            self.conn = None;
-        }
-    }
-
-    fn connect(&self) -> io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&self.addr, self.config.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.config.read_timeout))?;
-        stream.set_write_timeout(Some(self.config.read_timeout))?;
-        Ok(Connection {
-            reader: BufReader::with_capacity(4096, stream.try_clone()?),
-            writer: stream,
-        })
     }
 }
 
-/// What an idle connection (no request outstanding) has to say: nothing
-/// (`None`, reusable), end of stream (closed cleanly), a reset, or bytes
-/// nobody asked for. Never blocks.
-fn closed_while_idle(stream: &TcpStream) -> Option<Trouble> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::{AsFd, AsRawFd};
-    // End of stream and resets make a socket readable (POLLHUP and POLLERR
-    // are always reported).
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => {}
-        _ => return None,
+/// The clients process, running.
+pub struct Load {
+    shared: Arc<LoadShared>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// The reader of the child's stdout: its final counters.
+    report: mpsc::Receiver<io::Result<clients::Counters>>,
+    reader: Option<JoinHandle<()>>,
+    stop_bound: Duration,
+}
+
+impl Load {
+    /// Start the clients process (`program`: this binary) against `addr`.
+    pub fn start(program: &Path, addr: SocketAddr, config: &LoadConfig) -> io::Result<Self> {
+        let spec = clients::ClientsSpec {
+            addr,
+            config: config.clone(),
+        };
+        let config_json = serde_json::to_string(&spec).map_err(io::Error::other)?;
+        let mut child = Command::new(program)
+            .env(clients::CLIENTS_ENV, config_json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("clients process has no stdout pipe"))?;
+        let shared = Arc::new(LoadShared::new(config.clients));
+        let (tx, report) = mpsc::channel();
+        let reader = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("bench-clients-reader".into())
+                .spawn(move || {
+                    let _ = tx.send(clients::read_reports(stdout, &shared));
+                })?
+        };
+        Ok(Self {
+            shared,
+            child,
+            stdin,
+            report,
+            reader: Some(reader),
+            stop_bound: config.request_deadline + CLIENTS_EXIT_SLACK,
+        })
     }
-    let mut byte = [0u8; 1];
-    Some(
-        match recv(
-            stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(0) => Trouble::ClosedIdle,
-            Ok(_) => Trouble::Other,
-            Err(nix::errno::Errno::EAGAIN) => return None,
-            Err(e) => classify(&io::Error::from(e)),
-        },
-    )
+
+    /// The clients' progress.
+    pub fn shared(&self) -> &LoadShared {
+        &self.shared
+    }
+
+    /// Stop every client (each finishes its request in flight, bounded by
+    /// its deadline), and place what they did against `timeline`.
+    pub fn stop(mut self, timeline: &Timeline) -> io::Result<ClientReport> {
+        // End of input tells the clients process to stop.
+        drop(self.stdin.take());
+        let counters = match self.report.recv_timeout(self.stop_bound) {
+            Ok(counters) => counters?,
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "the clients process did not report within {:?} of being told to stop",
+                    self.stop_bound
+                )));
+            }
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "the clients process exited with {status}"
+            )));
+        }
+        ClientReport::from_requests(&counters, timeline)
+    }
+}
+
+/// How long past its request deadline the clients process may take to write
+/// its files and exit once told to stop.
+const CLIENTS_EXIT_SLACK: Duration = Duration::from_secs(5);
+
+impl Drop for Load {
+    /// A clients process left running (the bench failed midway) is killed.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// The file of client `id`'s acknowledged writes.
@@ -744,18 +617,66 @@ mod tests {
 
     #[test]
     fn a_window_open_at_any_instant_of_a_request_counts() {
-        let shared = LoadShared::new(1);
-        // (started, ended) before and after a request.
-        let overlapped = |(s0, e0): (u64, u64), (s1, _e1): (u64, u64)| s0 > e0 || s1 > s0;
-        assert!(!overlapped((0, 0), (0, 0)));
-        assert!(overlapped((1, 0), (1, 1))); // open at start
-        assert!(overlapped((0, 0), (1, 1))); // opened and closed during
-        assert!(overlapped((0, 0), (1, 0))); // open at end
-        assert!(!overlapped((1, 1), (1, 1))); // closed before
-        shared.open_window();
-        assert_eq!(shared.windows(), (1, 0));
-        shared.close_window();
-        assert_eq!(shared.windows(), (1, 1));
+        let windows = [(10, 20), (40, 50)];
+        assert_eq!(window_overlap(&windows, 0, 5), (false, false)); // before all
+        assert_eq!(window_overlap(&windows, 5, 12), (true, true)); // open at end
+        assert_eq!(window_overlap(&windows, 15, 25), (true, false)); // open at start
+        assert_eq!(window_overlap(&windows, 30, 60), (true, false)); // opened and closed during
+        assert_eq!(window_overlap(&windows, 21, 39), (false, false)); // between
+        assert_eq!(window_overlap(&windows, 42, 45), (true, true)); // inside
+        assert_eq!(window_overlap(&windows, 51, 60), (false, false)); // after all
+        assert_eq!(window_overlap(&[], 0, 60), (false, false));
+    }
+
+    #[test]
+    fn requests_are_placed_by_the_phase_they_end_in() {
+        let mut t = Timeline::with_capacity(1);
+        t.phase_starts = [100, 200, 300, 400];
+        t.handoff_windows.push((210, 220));
+        t.spawn_windows.push((310, 320));
+        let ok = |start_ns, end_ns| clients::RequestRecord {
+            start_ns,
+            end_ns,
+            failed: None,
+        };
+        let mut r = ClientReport::default();
+        for req in [
+            ok(10, 20),
+            ok(150, 160),
+            ok(195, 205),
+            ok(215, 225),
+            ok(230, 240),
+        ] {
+            r.place(&req, &t);
+        }
+        r.place(&ok(305, 315), &t);
+        r.place(&ok(330, 340), &t);
+        r.place(&ok(450, 460), &t);
+        r.place(
+            &clients::RequestRecord {
+                start_ns: 5,
+                end_ns: 15,
+                failed: Some(Trouble::Reset as u8),
+            },
+            &t,
+        );
+        r.place(
+            &clients::RequestRecord {
+                start_ns: 250,
+                end_ns: 260,
+                failed: Some(Trouble::TimedOut as u8),
+            },
+            &t,
+        );
+        assert_eq!(r.latency.before.count(), 1);
+        assert_eq!(r.latency.in_window.count(), 1);
+        assert_eq!(r.latency.between_windows.count(), 2);
+        assert_eq!(r.latency.in_spawn_window.count(), 1);
+        assert_eq!(r.latency.after.count(), 1);
+        assert_eq!(r.completions.before, 1);
+        assert_eq!(r.completions.during, 3);
+        assert_eq!(r.completions.during_in_window, 0);
+        assert_eq!((r.failed.reset, r.failed.timed_out), (0, 1));
     }
 
     #[test]
