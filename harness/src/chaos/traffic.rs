@@ -715,9 +715,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (closed_tx, closed) = mpsc::channel::<Instant>();
-        std::thread::spawn(move || {
+        let done = Arc::new(AtomicBool::new(false));
+        let server_done = Arc::clone(&done);
+        let server = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
+                if server_done.load(Ordering::SeqCst) {
+                    return;
+                }
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 if reader.read_line(&mut line).is_err() || line != "PING\n" {
@@ -746,6 +751,10 @@ mod tests {
             }
         }
         let (reader, _) = traffic.stop();
+        // Wake the server from its accept, to end it.
+        done.store(true, Ordering::SeqCst);
+        drop(TcpStream::connect(addr));
+        server.join().unwrap();
         let reader = reader.unwrap();
         assert_eq!((reader.acked.len(), reader.reads_ok), (0, 0));
         assert!(
