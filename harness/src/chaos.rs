@@ -56,6 +56,10 @@ use crate::scenario::Timeouts;
 pub const DEFAULT_EPISODES: u64 = 200;
 /// Default time budget.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+/// Default bound on one request of the reader, retries included, ms: well
+/// past a handoff's window without an acceptor (p99 around 0.1 s here) and
+/// a restart after a kill, well under the reader's stall bound (10 s).
+pub const DEFAULT_READER_RETRY_DEADLINE_MS: u64 = 2_000;
 /// Bound on the episodes one shrink may run.
 const MAX_SHRINK_RUNS: usize = 16;
 /// Attempts per candidate schedule: a failure that needs a race to go one
@@ -93,6 +97,12 @@ pub struct ChaosArgs {
     /// always pass).
     #[arg(long, default_value_t = 3)]
     pub max_faults: usize,
+    /// The reader's bound on one request, retries included, in ms: a request
+    /// whose connection ends under it (end of stream, reset) is sent again on
+    /// a fresh connection until then; what is not answered by then counts as
+    /// a failed request.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_READER_RETRY_DEADLINE_MS)]
+    pub reader_retry_deadline_ms: u64,
     /// Write the report (settings, summary, every episode) as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -271,6 +281,12 @@ impl Plan {
         if args.max_faults != 3 {
             out.push_str(&format!(" --max-faults {}", args.max_faults));
         }
+        if args.reader_retry_deadline_ms != DEFAULT_READER_RETRY_DEADLINE_MS {
+            out.push_str(&format!(
+                " --reader-retry-deadline-ms {}",
+                args.reader_retry_deadline_ms
+            ));
+        }
         if let ServiceMode::Custom(c) = &self.service {
             out.push_str(&format!(
                 " --service {}",
@@ -359,6 +375,7 @@ struct ReportJson<'a> {
     episodes_limit: u64,
     duration_limit_s: f64,
     max_faults: usize,
+    reader_retry_deadline_ms: u64,
     service: String,
     workload: Option<String>,
     wall_s: f64,
@@ -430,6 +447,7 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
             schedule,
             service: plan.service.clone(),
             timeouts: plan.timeouts.clone(),
+            reader_retry_deadline_ms: args.reader_retry_deadline_ms,
             replay: plan.replay(args, k, args.faults.as_ref().map(|f| f.0.as_slice())),
             artifact_name: format!("seed-{:#x}-episode-{k}", plan.seed),
             explain: replaying,
@@ -512,6 +530,7 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
             episodes_limit: args.episodes,
             duration_limit_s: args.duration.as_secs_f64(),
             max_faults: args.max_faults,
+            reader_retry_deadline_ms: args.reader_retry_deadline_ms,
             service: match &plan.service {
                 ServiceMode::FakePeer { .. } => "fake-peer".into(),
                 ServiceMode::Custom(c) => c.program.display().to_string(),

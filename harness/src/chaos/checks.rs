@@ -484,14 +484,18 @@ pub struct Accounting {
     pub answered: u64,
     /// Failed requests by cause.
     pub failed: BTreeMap<String, u64>,
+    /// Connections that ended under the reader and were replaced (the
+    /// request, if any, sent again within its deadline), by cause.
+    pub retried: BTreeMap<String, u64>,
     /// `ECONNREFUSED` seen by the reader, the writer and the prober.
     pub refused: u64,
 }
 
 /// The client-side accounting: every request was answered, or failed only
 /// because the process holding its connection was killed or was handing
-/// off (it drained); never refused; no read returned something other than
-/// the acknowledged value.
+/// off (it drained); every connection that ended under the reader (and was
+/// replaced, its request retried) ended for the same reasons; never
+/// refused; no read returned something other than the acknowledged value.
 pub fn check_client_accounting(
     ev: &Evidence,
     reader: Option<&ReaderReport>,
@@ -532,25 +536,49 @@ pub fn check_client_accounting(
         if unkept > 0 {
             *acc.failed.entry("NotKept".into()).or_default() += unkept;
         }
-        if !unexplained.is_empty() {
-            let name = |pid: Option<u32>| {
-                pid.and_then(|p| ev.process_by_pid(p))
-                    .map_or_else(|| format!("{pid:?}"), |p| p.name.clone())
-            };
-            problems.push(format!(
-                "{} request(s) failed with no kill or handoff to explain it, e.g. {}",
-                unexplained.len(),
-                unexplained
-                    .iter()
-                    .take(3)
-                    .map(|f| format!(
+        let mut closed_unexplained = Vec::new();
+        for f in &r.retried {
+            let cause = attribute(f, &fates);
+            *acc.retried.entry(format!("{cause:?}")).or_default() += 1;
+            if cause == Cause::Unexplained {
+                closed_unexplained.push(f);
+            }
+        }
+        let unkept = r.retried_total - r.retried.len() as u64;
+        if unkept > 0 {
+            *acc.retried.entry("NotKept".into()).or_default() += unkept;
+        }
+        let name = |pid: Option<u32>| {
+            pid.and_then(|p| ev.process_by_pid(p))
+                .map_or_else(|| format!("{pid:?}"), |p| p.name.clone())
+        };
+        let examples = |list: &[&FailedRequest]| {
+            list.iter()
+                .take(3)
+                .map(|f| {
+                    format!(
                         "{:?} on a connection held by {}: {:?}",
                         f.request,
                         name(f.holder),
                         f.failure
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        if !unexplained.is_empty() {
+            problems.push(format!(
+                "{} request(s) failed with no kill or handoff to explain it, e.g. {}",
+                unexplained.len(),
+                examples(&unexplained)
+            ));
+        }
+        if !closed_unexplained.is_empty() {
+            problems.push(format!(
+                "{} connection(s) of the reader ended (the request retried on a new one) with no \
+                 kill or handoff to explain it, e.g. {}",
+                closed_unexplained.len(),
+                examples(&closed_unexplained)
             ));
         }
         for m in r.mismatches.iter().take(3) {
@@ -569,8 +597,8 @@ pub fn check_client_accounting(
         }
     }
     let detail = format!(
-        "{} answered, failed {:?}, {} refused",
-        acc.answered, acc.failed, acc.refused
+        "{} answered, failed {:?}, connections closed and retried {:?}, {} refused",
+        acc.answered, acc.failed, acc.retried, acc.refused
     );
     (
         Check::from_problems("client-accounting", problems, detail),
@@ -734,5 +762,45 @@ mod tests {
             attribute(&failed(None, 250, 320, closed()), &fates),
             Cause::HolderKilled
         );
+    }
+
+    #[test]
+    fn a_connection_closed_under_the_reader_must_be_explained_though_retried() {
+        let logs = vec![log("peer-1", 7, &[(500, events::INCUMBENT_DRAIN, "")])];
+        let processes = vec![proc_entry("peer-1", 7, ProcKind::Successor, None)];
+        let s = schedule();
+        let ev = Evidence {
+            logs: &logs,
+            processes: &processes,
+            kills: &[],
+            runs: &[],
+            crash_record: &[],
+            schedule: &s,
+        };
+        let closed = |connected_ns, failed_ns| FailedRequest {
+            request: "GET r1".into(),
+            holder: Some(7),
+            connected_ns,
+            failed_ns,
+            failure: Failure::Closed("end of stream".into()),
+        };
+        let reader = |retried: Vec<FailedRequest>| ReaderReport {
+            retried_total: retried.len() as u64,
+            retried,
+            ..ReaderReport::default()
+        };
+        let prober = ProberReport::default();
+        // Closed by the drain: explained, and no request failed.
+        let (check, acc) =
+            check_client_accounting(&ev, Some(&reader(vec![closed(400, 510)])), &prober, 0);
+        assert!(check.ok, "{check:?}");
+        assert_eq!(acc.retried.get("HolderHandedOff"), Some(&1));
+        assert!(acc.failed.is_empty());
+        // Closed with no drain or kill in its lifetime: a violation, though
+        // the request was retried and answered.
+        let (check, acc) =
+            check_client_accounting(&ev, Some(&reader(vec![closed(600, 700)])), &prober, 0);
+        assert!(!check.ok);
+        assert_eq!(acc.retried.get("Unexplained"), Some(&1));
     }
 }

@@ -37,7 +37,7 @@ use super::phase::{Phase, Role, TriggerEvent, phase_at};
 use super::schedule::{Fault, FaultKind, KillWhen, Misbehaviour, Schedule};
 use super::service::{self, ServiceMode, Workload};
 use super::tail::Tail;
-use super::traffic::{ProberReport, ReaderReport, Traffic};
+use super::traffic::{ProberReport, ReaderConfig, ReaderReport, Traffic};
 use crate::client::{Client, ClientReport};
 use crate::eventlog::{Event, ProcessLog};
 use crate::fixture::{Fixture, LISTENER_NAME, Settled};
@@ -77,6 +77,8 @@ pub struct EpisodeConfig {
     pub service: ServiceMode,
     /// The timeouts (milliseconds everywhere).
     pub timeouts: Timeouts,
+    /// The reader's bound on one request, retries included, ms.
+    pub reader_retry_deadline_ms: u64,
     /// The command that replays it, for the failure text.
     pub replay: String,
     /// The name of its folder under the artifacts directory.
@@ -482,6 +484,9 @@ impl Driver<'_> {
         *traffic = Some(Traffic::start(
             if fake_peer { main_addr } else { None },
             &addrs,
+            ReaderConfig {
+                retry_deadline: Duration::from_millis(self.cfg.reader_retry_deadline_ms),
+            },
         ));
         if let Some(cmd) = self.cfg.service.workload() {
             *workload = Some(Workload::start(cmd, &self.fx)?);

@@ -53,6 +53,9 @@ pub struct Summary {
     pub requests_answered: u64,
     /// Failed requests by attributed cause.
     pub requests_failed: BTreeMap<String, u64>,
+    /// Connections that ended under the reader and were replaced (the
+    /// request retried within its deadline), by attributed cause.
+    pub connections_retried: BTreeMap<String, u64>,
     /// Refused connections.
     pub refused: u64,
     /// Episodes by how their data was checked.
@@ -149,6 +152,9 @@ impl Summary {
         for (cause, n) in &r.accounting.failed {
             *self.requests_failed.entry(cause.clone()).or_default() += n;
         }
+        for (cause, n) in &r.accounting.retried {
+            *self.connections_retried.entry(cause.clone()).or_default() += n;
+        }
         self.refused += r.accounting.refused;
         let data = match r.data_checks {
             DataChecks::BuiltIn => "built-in client and reader (fake peer)",
@@ -165,6 +171,8 @@ impl Summary {
         let total_runs: u64 = self.runs.values().sum();
         let failed_requests: u64 = self.requests_failed.values().sum();
         let cause = |c: &str| self.requests_failed.get(c).copied().unwrap_or(0);
+        let retried: u64 = self.connections_retried.values().sum();
+        let retried_cause = |c: &str| self.connections_retried.get(c).copied().unwrap_or(0);
         let mut rows: Vec<(&str, String)> = vec![
             (
                 "episodes",
@@ -260,6 +268,17 @@ impl Summary {
                     n(cause("HolderKilled")),
                     n(cause("HolderHandedOff")),
                     n(cause("Unexplained"))
+                ),
+            ),
+            (
+                "reader retries",
+                format!(
+                    "{} connections ended under the reader and were replaced, the request sent \
+                     again: {} holder killed, {} holder handing off, {} unexplained",
+                    n(retried),
+                    n(retried_cause("HolderKilled")),
+                    n(retried_cause("HolderHandedOff")),
+                    n(retried_cause("Unexplained"))
                 ),
             ),
             (
