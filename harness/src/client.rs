@@ -257,3 +257,35 @@ pub fn get_many(
     }
     Ok(out)
 }
+
+/// How a pooled keep-alive connection (no request outstanding) stands.
+#[derive(Debug)]
+pub enum IdleState {
+    /// Open: reuse it. (Bytes nobody asked for also leave it "open": the
+    /// next reply read sees and reports them.)
+    Open,
+    /// The server shut it (a drain does, or its process died): replace it
+    /// without writing a request on it.
+    Ended,
+    /// It failed (a reset): replace it.
+    Failed(std::io::Error),
+}
+
+/// Whether `stream`, with no request outstanding, was closed by the server
+/// since its last reply, as a keep-alive client checks before reusing a
+/// connection. A non-blocking peek: never blocks, consumes nothing.
+pub fn idle_state(stream: &TcpStream) -> IdleState {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => IdleState::Ended,
+        Ok(_) => IdleState::Open,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => IdleState::Open,
+        Err(e) => IdleState::Failed(std::io::Error::from(e)),
+    }
+}

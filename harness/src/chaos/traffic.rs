@@ -438,22 +438,12 @@ impl Reader<'_> {
 
 /// How a pooled connection (no request outstanding) ended, if it did: end
 /// of stream (the server shut it, as a drain does, or its process died) or
-/// a reset. `None` when it is open, or when it holds bytes nobody asked
-/// for: those are left for the next reply read, which reports them. Never
-/// blocks. (`bench::load` peeks the same way before reusing a connection.)
+/// a reset; `None` while it is open. Never blocks.
 fn closed_while_idle(stream: &TcpStream) -> Option<String> {
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
-    let mut byte = [0u8; 1];
-    match recv(
-        stream.as_raw_fd(),
-        &mut byte,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(0) => Some("end of stream while idle".into()),
-        Ok(_) => None,
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => None,
-        Err(e) => Some(format!("{} while idle", std::io::Error::from(e))),
+    match crate::client::idle_state(stream) {
+        crate::client::IdleState::Open => None,
+        crate::client::IdleState::Ended => Some("end of stream while idle".into()),
+        crate::client::IdleState::Failed(e) => Some(format!("{e} while idle")),
     }
 }
 

@@ -420,32 +420,14 @@ impl Client {
 }
 
 /// What an idle connection (no request outstanding) has to say: nothing
-/// (`None`, reusable), end of stream (closed cleanly), a reset, or bytes
-/// nobody asked for. Never blocks.
+/// (`None`, reusable), end of stream (closed cleanly) or a reset. Never
+/// blocks.
 fn closed_while_idle(stream: &TcpStream) -> Option<Trouble> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::{AsFd, AsRawFd};
-    // End of stream and resets make a socket readable (POLLHUP and POLLERR
-    // are always reported).
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => {}
-        _ => return None,
+    match crate::client::idle_state(stream) {
+        crate::client::IdleState::Open => None,
+        crate::client::IdleState::Ended => Some(Trouble::ClosedIdle),
+        crate::client::IdleState::Failed(e) => Some(classify(&e)),
     }
-    let mut byte = [0u8; 1];
-    Some(
-        match recv(
-            stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(0) => Trouble::ClosedIdle,
-            Ok(_) => Trouble::Other,
-            Err(nix::errno::Errno::EAGAIN) => return None,
-            Err(e) => classify(&io::Error::from(e)),
-        },
-    )
 }
 
 #[cfg(test)]
