@@ -1,0 +1,89 @@
+//! `harness bench` end to end, small: the real binary, the real fake peer,
+//! the clients in their own process. It checks what the figures rest on,
+//! not the figures (a debug build on a shared CI machine measures nothing):
+//! every phase holds requests, the windows sample them, no acknowledged
+//! write is lost, no connection is refused, and the JSON says so.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn phase<'a>(report: &'a Value, prefix: &str) -> &'a Value {
+    report["clients"]["phases"]
+        .as_array()
+        .expect("clients.phases is an array")
+        .iter()
+        .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("no phase row starting with {prefix:?}"))
+}
+
+#[test]
+fn a_small_bench_run_samples_every_phase_and_loses_nothing() {
+    let bins = harness::bins::ensure_built().expect("fake-peer builds");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "bench",
+            "--quick",
+            "--handoffs",
+            "3",
+            "--load-handoffs",
+            "30",
+        ])
+        .args(["--floor-iterations", "3", "--baseline-secs", "0.3"])
+        .arg("--fake-peer")
+        .arg(&bins.fake_peer)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("harness bench runs");
+    assert!(
+        output.status.success(),
+        "harness bench failed: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&json)).expect("the JSON report"))
+            .expect("the JSON report parses");
+
+    assert_eq!(
+        report["load"]["handoffs"], 30,
+        "every loaded handoff is recorded"
+    );
+    let clients = &report["clients"];
+    assert_eq!(clients["durability"]["lost"], 0, "{clients}");
+    assert!(
+        clients["durability"]["acked"].as_u64().unwrap_or(0) > 0,
+        "the clients wrote: {clients}"
+    );
+    assert_eq!(clients["troubles_seen"]["refused"], 0, "{clients}");
+    assert_eq!(clients["stale_reads"], 0, "{clients}");
+    // 4 clients × 250 req/s over 30 windows of a few ms each, at a random
+    // phase of the clients' slots: some requests must land in them.
+    for name in [
+        "before handoffs",
+        "inside handoff windows",
+        "inside spawn-only windows",
+    ] {
+        let row = phase(&report, name);
+        assert!(
+            row["latency"]["count"].as_u64().unwrap_or(0) > 0,
+            "no request measured {name}: {row}"
+        );
+    }
+    assert!(
+        clients["window_p99_over_baseline_p99"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+            && clients["spawn_window_p99_over_baseline_p99"]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0,
+        "both ratios are measured: {clients}"
+    );
+}
