@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// Exit with an error when a target of issue 5 is missed.
     #[arg(long)]
     pub check: bool,
+    /// What the spawn-only windows fork+exec, as one string split on spaces
+    /// [default: `<fake-peer> --version`].
+    #[arg(long, value_name = "COMMAND")]
+    pub spawn_only: Option<String>,
 }
 
 /// Why the bench could not measure (or, with `--check`, missed a target).
@@ -219,6 +223,15 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let mut floor = measure_floor(&fake_peer, root.path(), plan.floor_iterations)?;
     let spawn_floor_p50 = floor.spawn_fake_peer.p50_us;
 
+    let spawn_only: Vec<String> = match &args.spawn_only {
+        Some(command) => command.split_whitespace().map(str::to_string).collect(),
+        None => vec![fake_peer.display().to_string(), "--version".to_string()],
+    };
+    if spawn_only.is_empty() {
+        return Err(BenchError::Setup(
+            "--spawn-only needs a program to run, e.g. --spawn-only /bin/true".into(),
+        ));
+    }
     let load_config = LoadConfig {
         clients: args.clients.max(1),
         rate_per_client_hz: args.rate.max(1.0),
@@ -267,6 +280,7 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
                 &load_config,
                 plan.load_handoffs,
                 plan.baseline,
+                &spawn_only,
                 &capture,
             )?;
             Ok((idle, idle_logged, load))
@@ -299,6 +313,7 @@ pub fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
             baseline_secs: plan.baseline.as_secs_f64(),
             quick: plan.quick,
             child_env: child_env(),
+            spawn_only: spawn_only.join(" "),
         },
         targets: targets(&floor, &idle, &load, &clients),
         floor,
@@ -431,6 +446,7 @@ fn run_load(
     load_config: &LoadConfig,
     n: usize,
     baseline: Duration,
+    spawn_only: &[String],
     capture: &CaptureBuffer,
 ) -> Result<(RunReport, ClientsReport), BenchError> {
     let mut service = Service::start(config)?;
@@ -484,7 +500,7 @@ fn run_load(
         }
     }
     let spawn_floor_ns = timeline.enter(LoadPhase::SpawnFloor);
-    spawn_only_windows(&service, load_config, &records, &mut rng, &mut timeline)?;
+    spawn_only_windows(spawn_only, load_config, &records, &mut rng, &mut timeline)?;
     let after_ns = timeline.enter(LoadPhase::After);
     std::thread::sleep(baseline);
     let end_ns = monotonic_ns();
@@ -523,12 +539,13 @@ fn random_phase(rng: &mut rand::rngs::StdRng, interval: Duration) {
 /// The comparison for request latency inside handoff windows: as many
 /// windows as there were handoffs, each as long as the median handoff window
 /// (trigger → new incumbent answers) and at a random phase of the clients'
-/// slots, in which this process only spawns `fake-peer --version` (fork +
-/// exec, as the supervisor spawns) and waits for it to exit. Every handoff
+/// slots, in which this process only spawns `command` (by default
+/// `fake-peer --version`; fork + exec, as the supervisor spawns) and waits
+/// for it to exit. Every handoff
 /// starts a process, so the clients cannot do better inside handoff windows
 /// than inside these. Returns the total time windows were open.
 fn spawn_only_windows(
-    service: &Service,
+    command: &[String],
     load_config: &LoadConfig,
     records: &[HandoffRecord],
     rng: &mut rand::rngs::StdRng,
@@ -540,7 +557,7 @@ fn spawn_only_windows(
     for _ in 0..records.len() {
         let opened = std::time::Instant::now();
         let opened_ns = monotonic_ns();
-        let spawned = floor::spawn_and_wait(service.fake_peer(), &["--version"]);
+        let spawned = floor::spawn_and_wait(command);
         // Hold the window as long as a handoff's: a measurement period.
         std::thread::sleep(window.saturating_sub(opened.elapsed()));
         timeline.spawn_windows.push((opened_ns, monotonic_ns()));
@@ -647,7 +664,7 @@ fn clients_report(
                 c.latency.after.summary(),
             ),
             row(
-                "inside spawn-only windows (fork+exec of fake-peer --version)",
+                "inside spawn-only windows (see settings)",
                 spawn_windows_s,
                 c.completions.in_spawn_window,
                 spawn_window,

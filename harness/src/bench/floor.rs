@@ -108,10 +108,13 @@ pub fn spawn_to_first_byte(
     Ok(samples)
 }
 
-/// Spawn `program args` the way the supervisor spawns a successor (fork,
-/// then exec), with stdio on /dev/null, and wait for it to exit; an error
-/// if it fails. The spawn-only windows of the load run time this.
-pub fn spawn_and_wait(program: &Path, args: &[&str]) -> io::Result<()> {
+/// Spawn `command` (the program, then its arguments) the way the
+/// supervisor spawns a successor (fork, then exec), with stdio on
+/// /dev/null, and wait for it to exit; an error if it fails. The spawn-only windows of the load run time this.
+pub fn spawn_and_wait(command: &[String]) -> io::Result<()> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -124,8 +127,7 @@ pub fn spawn_and_wait(program: &Path, args: &[&str]) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "{} {args:?} exited with {status}",
-            program.display()
+            "{program} {args:?} exited with {status}"
         )))
     }
 }

@@ -78,6 +78,8 @@ pub struct Settings {
     pub quick: bool,
     /// Environment given to every child.
     pub child_env: Vec<(String, String)>,
+    /// What the spawn-only windows fork+exec.
+    pub spawn_only: String,
 }
 
 /// The floor.
@@ -374,13 +376,14 @@ pub fn render(r: &BenchReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         out,
-        "settings: {} idle handoffs, {} under load, {} clients × {} req/s ({}% PUT), floor × {}",
+        "settings: {} idle handoffs, {} under load, {} clients × {} req/s ({}% PUT), floor × {}; spawn-only windows run `{}`",
         s.idle_handoffs,
         s.load_handoffs,
         s.clients,
         s.rate_per_client_hz,
         s.put_percent,
-        s.floor_iterations
+        s.floor_iterations,
+        s.spawn_only
     );
 
     let f = &r.floor;

@@ -247,11 +247,6 @@ pub struct Service {
 const MAX_WARNINGS_KEPT: usize = 20;
 
 impl Service {
-    /// The fake-peer binary it runs.
-    pub fn fake_peer(&self) -> &Path {
-        &self.config.fake_peer
-    }
-
     /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.config.dir.join("data")
