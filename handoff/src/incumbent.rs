@@ -44,7 +44,9 @@ pub struct IncumbentConfig {
     pub heartbeat_interval: Duration,
     /// Bound on the wait for `HelloAck` after sending `Hello`. Default 5 s.
     pub hello_timeout: Duration,
-    /// Bound on supervisor silence between protocol steps. Default 10 s.
+    /// Bound on supervisor silence between protocol steps, and on each
+    /// write to the supervisor (one that stops reading is as lost as one
+    /// that stops writing). Default 10 s.
     pub liveness_timeout: Duration,
     /// After losing the supervisor once sealed: how long to try to retake
     /// the flock before conceding to a successor that holds it. Default 2 s.
@@ -334,6 +336,12 @@ impl Incumbent {
         heartbeat: &Heartbeat,
     ) -> Result<SessionEnd> {
         let cfg = self.config.clone();
+        // A supervisor that stops reading is as lost as one that stops
+        // writing: bound every write on this socket, the heartbeat's
+        // included (a clone shares the socket, and `SO_SNDTIMEO` with it),
+        // so a full socket buffer cannot hold the heartbeat's mutex, and
+        // with it the end of `drain`/`seal`, for ever.
+        stream.set_write_timeout(Some(cfg.liveness_timeout))?;
         // Hello → HelloAck. Hello goes out at our highest version; its shape
         // is the same in every version.
         write_message(

@@ -285,6 +285,29 @@ fn no_heartbeat_is_written_after_drained_or_seal_complete() {
     assert!(beats >= 5, "only {beats} heartbeats in {sessions} sessions");
 }
 
+/// A supervisor that stops reading (alive, but hung) fills the socket with
+/// heartbeats. Each write is bounded by `liveness_timeout` (1 s here), so
+/// the heartbeat gives up, the drain's end is not held up for ever behind a
+/// blocked heartbeat write, `Drained` cannot be written either, and the
+/// incumbent treats the supervisor as lost: it resumes, flock held.
+#[test]
+fn a_supervisor_that_stops_reading_is_lost_not_waited_for_forever() {
+    let f = start_with(Options {
+        drain_for: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_millis(1),
+        ..Options::default()
+    });
+    let (mut s, id) = session(&f.sock);
+    prepare(&mut s, id);
+    // Never read again; keep the socket open.
+    f.calls
+        .wait_until("resume after the supervisor stopped reading", |c| {
+            c.count("resume") == 1
+        });
+    assert!(is_locked(&f.data).unwrap());
+    drop(s);
+}
+
 /// A heartbeat that cannot be written (the supervisor went away mid-drain)
 /// stops beating for that session, not for the next one.
 #[test]
