@@ -439,6 +439,10 @@ impl Reader<'_> {
 /// How a pooled connection (no request outstanding) ended, if it did: end
 /// of stream (the server shut it, as a drain does, or its process died) or
 /// a reset; `None` while it is open. Never blocks.
+/// The fake peer's answer to a write while it is sealed for a handoff
+/// (`fake_peers::store::PutError::Sealed`): retry on a new connection.
+const SEALED_REPLY: &str = "ERR sealed for handoff";
+
 fn closed_while_idle(stream: &TcpStream) -> Option<String> {
     match crate::client::idle_state(stream) {
         crate::client::IdleState::Open => None,
@@ -527,6 +531,13 @@ fn read_loop(
                                 value: value.clone(),
                             };
                             pending = Some((get, monotonic_ns()));
+                        }
+                        // The server is sealed for a handoff and asks for
+                        // the write on a new connection: like a closure.
+                        None if reply.starts_with(SEALED_REPLY) => {
+                            let c = conn.take();
+                            started_ns = r.closed(line, c.as_ref(), reply, started_ns);
+                            pending = Some((op, started_ns));
                         }
                         None => {
                             let c = conn.take();
@@ -693,6 +704,78 @@ mod tests {
         for f in &reader.retried {
             assert!(matches!(f.failure, Failure::Closed(_)), "{f:?}");
             assert_eq!(f.holder, Some(std::process::id()), "{f:?}");
+        }
+    }
+
+    /// A service sealed for a handoff answers writes with `ERR sealed ...;
+    /// retry on a new connection`: the reader does so, and nothing fails.
+    /// (Scripted: the first two writes are answered sealed, then it serves.)
+    #[test]
+    fn a_write_answered_sealed_is_retried_on_a_new_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sealed_tx, sealed) = mpsc::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let server_done = Arc::clone(&done);
+        let server = std::thread::spawn(move || {
+            let mut sealed_left = 2;
+            let mut seq = 0u64;
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                if server_done.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                    let reply = match line.trim_end().split(' ').collect::<Vec<_>>()[..] {
+                        ["PING"] => format!("PONG {}", std::process::id()),
+                        ["PUT", _, _] if sealed_left > 0 => {
+                            sealed_left -= 1;
+                            let _ = sealed_tx.send(());
+                            "ERR sealed for handoff; retry on a new connection".into()
+                        }
+                        ["PUT", _, _] => {
+                            seq += 1;
+                            format!("OK {seq}")
+                        }
+                        ["GET", key] => format!("VALUE w{}", key.trim_start_matches('r')),
+                        _ => "ERR what".into(),
+                    };
+                    line.clear();
+                    if (&stream)
+                        .write_all(format!("{reply}\n").as_bytes())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let traffic = Traffic::start(Some(addr), &[], config(BOUND));
+        for _ in 0..2 {
+            sealed
+                .recv_timeout(BOUND)
+                .expect("the reader sent no write");
+        }
+        assert!(
+            traffic.wait_for_progress(3, BOUND),
+            "no traffic after the seal"
+        );
+        let (reader, _) = traffic.stop();
+        done.store(true, Ordering::SeqCst);
+        drop(TcpStream::connect(addr));
+        server.join().unwrap();
+        let reader = reader.unwrap();
+        assert_eq!(reader.failed, vec![], "no request may fail");
+        assert_eq!(reader.mismatches, vec![]);
+        assert_eq!(reader.retried_total, 2, "{:?}", reader.retried);
+        for f in &reader.retried {
+            assert!(
+                matches!(&f.failure, Failure::Closed(why) if why.starts_with(SEALED_REPLY)),
+                "{f:?}"
+            );
+            assert_eq!(f.request, "PUT r1 w1", "{f:?}");
         }
     }
 
