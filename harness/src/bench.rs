@@ -504,14 +504,19 @@ fn run_load(
     let after_ns = timeline.enter(LoadPhase::After);
     std::thread::sleep(baseline);
     let end_ns = monotonic_ns();
-    let clients = load.stop(&timeline)?;
+    let counters = load.stop()?;
     let durability =
-        load::check_durability(&service.data_dir().join("kv.log"), &clients.acked_files)?;
+        load::check_durability(&service.data_dir().join("kv.log"), &counters.acked_files)?;
     let exits = service.wait_exits()?;
     apply_exits(&mut records, &exits);
     service.shutdown();
     let log = child_events(&service)?;
     let run = run_report(&mut records, &service, &log, samples, slow_reconnects);
+    // The children's marks are attached now: each window's steps are known.
+    timeline
+        .handoff_steps
+        .extend(records.iter().map(analysis::window_steps));
+    let clients = ClientReport::from_requests(&counters, &timeline)?;
     let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
     let open_secs = |windows: &[(u64, u64)]| windows.iter().map(|&(a, b)| secs(a, b)).sum();
     let clients = clients_report(
@@ -558,9 +563,11 @@ fn spawn_only_windows(
         let opened = std::time::Instant::now();
         let opened_ns = monotonic_ns();
         let spawned = floor::spawn_and_wait(command);
+        let exited_ns = monotonic_ns();
         // Hold the window as long as a handoff's: a measurement period.
         std::thread::sleep(window.saturating_sub(opened.elapsed()));
         timeline.spawn_windows.push((opened_ns, monotonic_ns()));
+        timeline.spawn_steps.push([opened_ns, exited_ns]);
         spawned.map_err(|e| BenchError::Setup(format!("spawn-only window: {e}")))?;
         random_phase(rng, load_config.interval());
     }
@@ -680,6 +687,7 @@ fn clients_report(
         durability,
         window_p99_over_baseline_p99: ratio(in_window.p99_us, baseline.p99_us),
         spawn_window_p99_over_baseline_p99: ratio(spawn_window.p99_us, baseline.p99_us),
+        slow_inside_windows: c.slow.clone(),
     }
 }
 

@@ -75,6 +75,24 @@ fn a_small_bench_run_samples_every_phase_and_loses_nothing() {
             "no request measured {name}: {row}"
         );
     }
+    // The breakdown of slow requests by step covers exactly the requests
+    // measured inside the windows.
+    for (rows, name) in [
+        ("handoff", "inside handoff windows"),
+        ("spawn_only", "inside spawn-only windows"),
+    ] {
+        let placed: u64 = clients["slow_inside_windows"][rows]
+            .as_array()
+            .expect("a breakdown by step")
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            Some(placed),
+            phase(&report, name)["latency"]["count"].as_u64(),
+            "{rows} breakdown vs {name}"
+        );
+    }
     assert!(
         clients["window_p99_over_baseline_p99"]
             .as_f64()

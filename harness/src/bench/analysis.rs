@@ -180,6 +180,21 @@ const N_READY: usize = 3;
 const N_BOUND: usize = 4;
 const N_SERVING: usize = 5;
 
+/// When each of [`super::load::HANDOFF_STEPS`] began in handoff `r` (0:
+/// not seen): trigger, spawn returned, successor's Hello read, incumbent
+/// received `PrepareHandoff` (stops accepting), successor accepting,
+/// commit returned. Needs the children's marks attached.
+pub fn window_steps(r: &HandoffRecord) -> [u64; super::load::HANDOFF_STEPS.len()] {
+    [
+        r.trigger_ns,
+        r.sup[mark::SPAWN],
+        r.sup[mark::N_HELLO],
+        r.inc[O_DRAIN],
+        r.suc[N_SERVING],
+        r.commit_ns,
+    ]
+}
+
 /// One segment of the timeline.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentDef {

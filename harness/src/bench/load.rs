@@ -105,7 +105,28 @@ pub struct Timeline {
     pub handoff_windows: Vec<(u64, u64)>,
     /// Spawn-only windows, in order.
     pub spawn_windows: Vec<(u64, u64)>,
+    /// Per handoff window: when each of [`HANDOFF_STEPS`] began (0: not
+    /// seen).
+    pub handoff_steps: Vec<[u64; HANDOFF_STEPS.len()]>,
+    /// Per spawn-only window: when each of [`SPAWN_STEPS`] began.
+    pub spawn_steps: Vec<[u64; SPAWN_STEPS.len()]>,
 }
+
+/// What a handoff is doing, step by step, from its trigger.
+pub const HANDOFF_STEPS: [&str; 6] = [
+    "trigger → successor spawned (fork+exec)",
+    "successor starts up, until its Hello",
+    "Hello → incumbent stops accepting",
+    "client gap: incumbent stops accepting → successor accepts",
+    "successor accepts → commit returned",
+    "commit returned → new incumbent answers",
+];
+
+/// What a spawn-only window holds, step by step.
+pub const SPAWN_STEPS: [&str; 2] = [
+    "fork+exec → the child exited",
+    "the child exited → window closes",
+];
 
 impl Timeline {
     /// A timeline with room for `windows` windows of each kind.
@@ -114,6 +135,8 @@ impl Timeline {
             phase_starts: [u64::MAX; 4],
             handoff_windows: Vec::with_capacity(windows),
             spawn_windows: Vec::with_capacity(windows),
+            handoff_steps: Vec::with_capacity(windows),
+            spawn_steps: Vec::with_capacity(windows),
         }
     }
 
@@ -140,6 +163,26 @@ impl Timeline {
             Some(_) => LoadPhase::After,
         }
     }
+}
+
+/// The window of `windows` (sorted, disjoint) open at some instant of
+/// `[start, end]`, if any (the last one opened by `end`).
+fn overlapping_window(windows: &[(u64, u64)], start: u64, end: u64) -> Option<usize> {
+    let i = windows
+        .partition_point(|&(open, _)| open <= end)
+        .checked_sub(1)?;
+    (windows[i].1 >= start).then_some(i)
+}
+
+/// The step a request that started at `start` began in: the one with the
+/// latest start at or before it (`None`: before the window opened).
+fn step_at(steps: &[u64], start: u64) -> Option<usize> {
+    steps
+        .iter()
+        .enumerate()
+        .filter(|&(_, &at)| at != 0 && at <= start)
+        .max_by_key(|&(_, &at)| at)
+        .map(|(i, _)| i)
 }
 
 /// Whether one of `windows` (sorted, disjoint) was open at any instant of
@@ -304,6 +347,84 @@ impl TroubleCounts {
     }
 }
 
+/// Requests inside windows that began in one step, and how many of them
+/// were slow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepCount {
+    /// The step (or "before the window opened").
+    pub step: &'static str,
+    /// Requests that started in it.
+    pub requests: u64,
+    /// Of which slower than the threshold.
+    pub slow: u64,
+}
+
+/// Where the slow requests inside windows started: which step of the
+/// handoff (or of the spawn-only window) was under way.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlowRequests {
+    /// Slow means slower than this: 3× the baseline p99, the most the
+    /// issue's target lets the in-window p99 be.
+    pub threshold_us: f64,
+    /// Inside handoff windows, by [`HANDOFF_STEPS`].
+    pub handoff: Vec<StepCount>,
+    /// Inside spawn-only windows, by [`SPAWN_STEPS`].
+    pub spawn_only: Vec<StepCount>,
+}
+
+/// The first row of a breakdown: requests already running when their
+/// window opened.
+const BEFORE_OPEN: &str = "already running when the window opened";
+
+fn step_rows(steps: &[&'static str]) -> Vec<StepCount> {
+    std::iter::once(BEFORE_OPEN)
+        .chain(steps.iter().copied())
+        .map(|step| StepCount {
+            step,
+            ..Default::default()
+        })
+        .collect()
+}
+
+impl SlowRequests {
+    fn new(threshold_ns: u64) -> Self {
+        Self {
+            threshold_us: threshold_ns as f64 / 1e3,
+            handoff: step_rows(&HANDOFF_STEPS),
+            spawn_only: step_rows(&SPAWN_STEPS),
+        }
+    }
+
+    fn place(&mut self, r: &clients::RequestRecord, t: &Timeline) {
+        if r.failed.is_some() {
+            return;
+        }
+        let slow = r.end_ns.saturating_sub(r.start_ns) as f64 > self.threshold_us * 1e3;
+        let (windows, steps, rows): (_, Vec<&[u64]>, _) = match t.phase_at(r.end_ns) {
+            LoadPhase::During => (
+                &t.handoff_windows,
+                t.handoff_steps.iter().map(|s| &s[..]).collect(),
+                &mut self.handoff,
+            ),
+            LoadPhase::SpawnFloor => (
+                &t.spawn_windows,
+                t.spawn_steps.iter().map(|s| &s[..]).collect(),
+                &mut self.spawn_only,
+            ),
+            _ => return,
+        };
+        let Some(w) = overlapping_window(windows, r.start_ns, r.end_ns) else {
+            return;
+        };
+        let row = steps
+            .get(w)
+            .and_then(|s| step_at(s, r.start_ns))
+            .map_or(0, |i| i + 1);
+        rows[row].requests += 1;
+        rows[row].slow += u64::from(slow);
+    }
+}
+
 /// Latency histograms by where a request ran.
 #[derive(Debug, Clone, Default)]
 pub struct PhaseHistograms {
@@ -357,11 +478,14 @@ pub struct ClientReport {
     pub bad_replies: u64,
     /// Files of acknowledged writes (`<seq> <key> <value>` lines).
     pub acked_files: Vec<PathBuf>,
+    /// Where the slow requests inside windows started.
+    pub slow: SlowRequests,
 }
 
 impl ClientReport {
-    /// Place each request of `counters`' request files against `timeline`.
-    fn from_requests(counters: &clients::Counters, timeline: &Timeline) -> io::Result<Self> {
+    /// Place each request of `counters`' request files against `timeline`
+    /// (complete: windows and their steps).
+    pub fn from_requests(counters: &clients::Counters, timeline: &Timeline) -> io::Result<Self> {
         let mut report = ClientReport {
             troubles_seen: counters.troubles_seen,
             retried_requests: counters.retried_requests,
@@ -372,17 +496,12 @@ impl ClientReport {
             acked_files: counters.acked_files.clone(),
             ..Default::default()
         };
-        for path in &counters.request_files {
-            for line in BufReader::new(File::open(path)?).lines() {
-                let request = clients::RequestRecord::parse(&line?).ok_or_else(|| {
-                    io::Error::new(
-                        ErrorKind::InvalidData,
-                        format!("bad request record in {}", path.display()),
-                    )
-                })?;
-                report.place(&request, timeline);
-            }
-        }
+        for_each_request(&counters.request_files, |r| report.place(r, timeline))?;
+        // Second pass, now that the baseline is known.
+        let threshold_ns = report.latency.before.percentile_ns(99.0).saturating_mul(3);
+        let mut slow = SlowRequests::new(threshold_ns);
+        for_each_request(&counters.request_files, |r| slow.place(r, timeline))?;
+        report.slow = slow;
         Ok(report)
     }
 
@@ -436,6 +555,25 @@ impl ClientReport {
             }
         }
     }
+}
+
+/// Call `f` on every request of `files`.
+fn for_each_request(
+    files: &[PathBuf],
+    mut f: impl FnMut(&clients::RequestRecord),
+) -> io::Result<()> {
+    for path in files {
+        for line in BufReader::new(File::open(path)?).lines() {
+            let request = clients::RequestRecord::parse(&line?).ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("bad request record in {}", path.display()),
+                )
+            })?;
+            f(&request);
+        }
+    }
+    Ok(())
 }
 
 /// The clients process, running.
@@ -494,8 +632,9 @@ impl Load {
     }
 
     /// Stop every client (each finishes its request in flight, bounded by
-    /// its deadline), and place what they did against `timeline`.
-    pub fn stop(mut self, timeline: &Timeline) -> io::Result<ClientReport> {
+    /// its deadline); what they did is then in the files
+    /// [`ClientReport::from_requests`] reads.
+    pub fn stop(mut self) -> io::Result<clients::Counters> {
         // End of input tells the clients process to stop.
         drop(self.stdin.take());
         let counters = match self.report.recv_timeout(self.stop_bound) {
@@ -516,7 +655,7 @@ impl Load {
                 "the clients process exited with {status}"
             )));
         }
-        ClientReport::from_requests(&counters, timeline)
+        Ok(counters)
     }
 }
 
@@ -626,6 +765,50 @@ mod tests {
         assert_eq!(window_overlap(&windows, 42, 45), (true, true)); // inside
         assert_eq!(window_overlap(&windows, 51, 60), (false, false)); // after all
         assert_eq!(window_overlap(&[], 0, 60), (false, false));
+    }
+
+    #[test]
+    fn slow_requests_are_placed_by_the_step_they_started_in() {
+        let mut t = Timeline::with_capacity(1);
+        t.phase_starts = [100, 200, 300, 400];
+        t.handoff_windows.push((210, 290));
+        // Steps from 210; the successor's Hello (step 2) was not seen.
+        t.handoff_steps.push([210, 220, 0, 240, 250, 260]);
+        t.spawn_windows.push((310, 390));
+        t.spawn_steps.push([310, 330]);
+        let mut slow = SlowRequests::new(10_000); // 10 µs
+        let req = |start_ns, end_ns| clients::RequestRecord {
+            start_ns,
+            end_ns,
+            failed: None,
+        };
+        for r in [
+            req(205, 212),          // already running at the trigger, fast
+            req(221, 239),          // spawned → (Hello unseen) → step 1, fast
+            req(245, 245 + 20_000), // client gap, slow... but ends in phase After
+            req(245, 249),          // client gap, fast
+            req(255, 256),          // accepts → commit
+            req(150, 160),          // baseline: not in a window
+            req(311, 329),          // spawn: the child running
+            req(335, 336),          // after it exited
+        ] {
+            slow.place(&r, &t);
+        }
+        // A slow one in the gap, placed in phase During.
+        let mut t2 = t.clone();
+        t2.phase_starts[2] = u64::MAX - 1;
+        t2.phase_starts[3] = u64::MAX;
+        slow.place(&req(245, 245 + 20_000), &t2);
+        let counts = |rows: &[StepCount]| -> Vec<(u64, u64)> {
+            rows.iter().map(|r| (r.requests, r.slow)).collect()
+        };
+        assert_eq!(
+            counts(&slow.handoff),
+            vec![(1, 0), (0, 0), (1, 0), (0, 0), (2, 1), (1, 0), (0, 0)]
+        );
+        assert_eq!(counts(&slow.spawn_only), vec![(0, 0), (1, 0), (1, 0)]);
+        assert_eq!(step_at(&[210, 220, 0, 240], 230), Some(1));
+        assert_eq!(step_at(&[210, 220, 0, 240], 200), None);
     }
 
     #[test]

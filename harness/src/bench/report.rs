@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::analysis::{Latencies, RecordOut, SegmentRow, Trend};
-use super::load::{DurabilityCheck, TroubleCounts};
+use super::load::{DurabilityCheck, SlowRequests, StepCount, TroubleCounts};
 use super::procfs::ProcessSample;
 use super::stats::Summary;
 
@@ -204,6 +204,8 @@ pub struct ClientsReport {
     /// p99 inside spawn-only windows / baseline p99: what merely starting
     /// a process does to the clients, for comparison.
     pub spawn_window_p99_over_baseline_p99: f64,
+    /// Where the slow requests inside windows started.
+    pub slow_inside_windows: SlowRequests,
 }
 
 /// One target of the issue.
@@ -496,6 +498,7 @@ pub fn render(r: &BenchReport) -> String {
         "  p99 / baseline p99: inside handoff windows {:.2}×, inside spawn-only windows {:.2}×",
         c.window_p99_over_baseline_p99, c.spawn_window_p99_over_baseline_p99
     );
+    slow_section(&mut out, &c.slow_inside_windows);
 
     samples_section(&mut out, "LONG-LIVED PROCESSES (load run)", &r.load);
     let _ = writeln!(
@@ -546,4 +549,53 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     out
+}
+
+/// Where the slow requests inside windows started. The share is of all the
+/// requests inside windows of that kind: for the in-window p99 to be below
+/// the threshold, the shares must add up to at most 1 %.
+fn slow_section(out: &mut String, slow: &SlowRequests) {
+    let _ = writeln!(
+        out,
+        "\nSLOW REQUESTS INSIDE WINDOWS: slower than {:.3} ms (3× the baseline p99), by the step under way when they started",
+        slow.threshold_us / 1e3
+    );
+    let _ = writeln!(
+        out,
+        "  {:<62} {:>8} {:>6} {:>11}",
+        "", "requests", "slow", "slow share"
+    );
+    for (kind, rows) in [
+        ("handoff windows", &slow.handoff),
+        ("spawn-only windows", &slow.spawn_only),
+    ] {
+        let total: u64 = rows.iter().map(|r| r.requests).sum();
+        let share = |n: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / total as f64
+            }
+        };
+        let _ = writeln!(out, "  {kind}");
+        for StepCount {
+            step,
+            requests,
+            slow,
+        } in rows
+        {
+            let _ = writeln!(
+                out,
+                "    {step:<60} {requests:>8} {slow:>6} {:>10.2}%",
+                share(*slow)
+            );
+        }
+        let slow_total: u64 = rows.iter().map(|r| r.slow).sum();
+        let _ = writeln!(
+            out,
+            "    {:<60} {total:>8} {slow_total:>6} {:>10.2}%",
+            "all",
+            share(slow_total)
+        );
+    }
 }
