@@ -635,16 +635,22 @@ fn clients_report(
         },
         latency,
     };
-    let baseline = c.latency.before.summary();
+    let baseline = c.latency.baseline().summary();
     let in_window = c.latency.in_window.summary();
     let spawn_window = c.latency.in_spawn_window.summary();
     ClientsReport {
         phases: vec![
             row(
-                "before handoffs (baseline)",
+                "baseline: no handoff (before and after, pooled)",
+                before_s + after_s,
+                c.completions.before + c.completions.after,
+                baseline,
+            ),
+            row(
+                "before handoffs",
                 before_s,
                 c.completions.before,
-                baseline,
+                c.latency.before.summary(),
             ),
             row(
                 "during handoffs (all)",

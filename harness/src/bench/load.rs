@@ -440,6 +440,18 @@ pub struct PhaseHistograms {
     pub in_spawn_window: Histogram,
 }
 
+impl PhaseHistograms {
+    /// The baseline: requests while no handoff ran, before the handoffs and
+    /// after them (and the spawn-only windows), pooled; twice the samples
+    /// of either, and a transient on the machine during one of them weighs
+    /// half as much.
+    pub fn baseline(&self) -> Histogram {
+        let mut pooled = self.before.clone();
+        pooled.merge(&self.after);
+        pooled
+    }
+}
+
 /// Successful requests completed in each phase (for requests per second).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Completions {
@@ -498,7 +510,11 @@ impl ClientReport {
         };
         for_each_request(&counters.request_files, |r| report.place(r, timeline))?;
         // Second pass, now that the baseline is known.
-        let threshold_ns = report.latency.before.percentile_ns(99.0).saturating_mul(3);
+        let threshold_ns = report
+            .latency
+            .baseline()
+            .percentile_ns(99.0)
+            .saturating_mul(3);
         let mut slow = SlowRequests::new(threshold_ns);
         for_each_request(&counters.request_files, |r| slow.place(r, timeline))?;
         report.slow = slow;

@@ -181,7 +181,8 @@ pub struct PhaseRow {
 /// What the clients saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientsReport {
-    /// Phases: before, during (all), in windows, between windows, after.
+    /// Phases: the baseline (before and after, pooled), before, during
+    /// (all), in windows, between windows, after, in spawn-only windows.
     pub phases: Vec<PhaseRow>,
     /// Offered load, requests per second.
     pub offered_rps: f64,
