@@ -65,7 +65,9 @@ fn a_small_bench_run_samples_every_phase_and_loses_nothing() {
     // 4 clients × 250 req/s over 30 windows of a few ms each, at a random
     // phase of the clients' slots: some requests must land in them.
     for name in [
+        "baseline",
         "before handoffs",
+        "after handoffs",
         "inside handoff windows",
         "inside spawn-only windows",
     ] {
@@ -75,6 +77,12 @@ fn a_small_bench_run_samples_every_phase_and_loses_nothing() {
             "no request measured {name}: {row}"
         );
     }
+    // The baseline pools the phases before and after the handoffs.
+    let count = |name| phase(&report, name)["latency"]["count"].as_u64();
+    assert_eq!(
+        count("baseline"),
+        Some(count("before handoffs").unwrap_or(0) + count("after handoffs").unwrap_or(0))
+    );
     // The breakdown of slow requests by step covers exactly the requests
     // measured inside the windows.
     for (rows, name) in [
