@@ -108,7 +108,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub check: bool,
     /// What the spawn-only windows fork+exec, as one string split on spaces
-    /// [default: `<fake-peer> --version`].
+    /// (default: `<fake-peer> --version`).
     #[arg(long, value_name = "COMMAND")]
     pub spawn_only: Option<String>,
 }
