@@ -292,8 +292,11 @@ fn no_heartbeat_is_written_after_drained_or_seal_complete() {
 /// incumbent treats the supervisor as lost: it resumes, flock held.
 #[test]
 fn a_supervisor_that_stops_reading_is_lost_not_waited_for_forever() {
+    // A 1 ms heartbeat fills the socket's send buffer in about 300 ms (each
+    // small frame costs about 1 KiB of it); the drain lasts long enough for
+    // that on a slow machine too.
     let f = start_with(Options {
-        drain_for: Duration::from_millis(500),
+        drain_for: Duration::from_millis(1000),
         heartbeat_interval: Duration::from_millis(1),
         ..Options::default()
     });
