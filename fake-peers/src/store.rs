@@ -220,6 +220,9 @@ pub struct Store {
     /// `None` while sealed.
     log: Option<File>,
     poisoned: Option<String>,
+    /// Something may have reached the log since its last successful
+    /// `fdatasync` (true from opening until a sync succeeds).
+    unsynced: bool,
 }
 
 impl Store {
@@ -365,6 +368,7 @@ impl Store {
             fingerprint: replayed.fingerprint,
             log: Some(file),
             poisoned: None,
+            unsynced: true,
         })
     }
 
@@ -380,19 +384,25 @@ impl Store {
         debug_assert!(!value.is_empty() && !value.contains(char::is_whitespace));
         let seq = self.last_seq + 1;
         let record = render_record(seq, key, value);
+        self.unsynced = true;
         if let Err(e) = log
             .write_all(record.as_bytes())
             .and_then(|()| log.sync_data())
         {
             // Roll a partial append back so the log stays replayable.
-            if let Err(rollback) = log
+            match log
                 .set_len(self.fingerprint.len)
                 .and_then(|()| log.sync_data())
             {
-                self.poisoned = Some(format!("append failed ({e}), rollback failed ({rollback})"));
+                Ok(()) => self.unsynced = false,
+                Err(rollback) => {
+                    self.poisoned =
+                        Some(format!("append failed ({e}), rollback failed ({rollback})"));
+                }
             }
             return Err(PutError::Io(e));
         }
+        self.unsynced = false;
         self.fingerprint.update(record.as_bytes());
         self.last_seq = seq;
         self.map.insert(key.to_string(), value.to_string());
@@ -426,8 +436,14 @@ impl Store {
             // is durable. Each was already fdatasync'ed before its PUT was
             // acknowledged (see `put`), and fdatasync covers the file size;
             // `sync_all` would add only the mtime, which nothing needs. So
-            // `sync_data`, which is then all but free, on the critical path.
-            log.sync_data()?;
+            // `sync_data`, and only if something may have reached the log
+            // since the last one succeeded: on a clean file it still costs
+            // a device cache flush (about 0.05 ms here), in the window in
+            // which no process serves.
+            if self.unsynced || self.poisoned.is_some() {
+                log.sync_data()?;
+                self.unsynced = false;
+            }
         }
         self.log = None;
         Ok(Sealed {
