@@ -126,6 +126,8 @@ MISBEHAVIOUR ON REQUEST (environment variables):
 Successor-only variables are ignored by a cold-started incumbent.
 
 OTHER ENVIRONMENT:
+  FAKE_DIE_WITH_PARENT=<pid>  die (SIGKILL) when the parent <pid> dies: for a
+                              harness that is itself the supervisor
   HANDOFF_EVENT_LOG=<path>    JSON-lines event log
   RUST_LOG=<filter>           stderr log filter (default warn)
   HANDOFF_HEARTBEAT_MS, HANDOFF_LIVENESS_MS, HANDOFF_HELLO_TIMEOUT_MS,
@@ -138,4 +140,5 @@ EXIT CODES:
   0  handed off (Committed or Superseded)   1  error, lock held, or aborted successor
   2  bad HANDOFF_CRASH_AT, HANDOFF_*_MS or FAKE_* value, or bad usage
   3  FAKE_EXIT_BEFORE_HELLO
+  4  FAKE_DIE_WITH_PARENT names a parent that is gone
   99 injected crash";

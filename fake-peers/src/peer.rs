@@ -302,3 +302,33 @@ fn fail(what: &str, e: &dyn std::fmt::Display) -> i32 {
     eprintln!("fake-peer: cannot {what}: {e}");
     EXIT_FAILURE
 }
+
+/// `FAKE_DIE_WITH_PARENT=<pid>`: die with the process `<pid>`, this
+/// process's parent (`PR_SET_PDEATHSIG` = `SIGKILL`). For a harness that
+/// *is* the supervisor (the bench): a `kill -9` of it then leaves no fake
+/// peer serving on. Not for a separate supervisor process, which a
+/// successor must outlive.
+pub const ENV_DIE_WITH_PARENT: &str = "FAKE_DIE_WITH_PARENT";
+
+/// Honour [`ENV_DIE_WITH_PARENT`] if it is set. Call it first in `main`.
+/// An error says what is wrong with the variable; a parent that is already
+/// gone (or is not `<pid>`) ends this process at once.
+pub fn die_with_parent_if_asked() -> Result<(), String> {
+    let Ok(value) = std::env::var(ENV_DIE_WITH_PARENT) else {
+        return Ok(());
+    };
+    let parent: i32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{ENV_DIE_WITH_PARENT}={value:?} is not a pid"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("{ENV_DIE_WITH_PARENT}: prctl(PR_SET_PDEATHSIG): {e}"))?;
+    // Set after the fork: a parent that died before it would not signal.
+    if nix::unistd::getppid().as_raw() != parent {
+        std::process::exit(EXIT_PARENT_GONE);
+    }
+    Ok(())
+}
+
+/// Exit code when [`ENV_DIE_WITH_PARENT`] names a parent that is gone.
+pub const EXIT_PARENT_GONE: i32 = 4;

@@ -198,6 +198,12 @@ fn child_env() -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    // This process is the supervisor: if it is killed (even with -9), the
+    // fake peers it started die with it instead of serving on.
+    .chain([(
+        "FAKE_DIE_WITH_PARENT".to_string(),
+        std::process::id().to_string(),
+    )])
     .collect()
 }
 

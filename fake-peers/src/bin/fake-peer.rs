@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use fake_peers::misbehaviour::HELP;
-use fake_peers::peer::{EXIT_BAD_ENV, PeerConfig, parse_listen, run};
+use fake_peers::peer::{EXIT_BAD_ENV, PeerConfig, die_with_parent_if_asked, parse_listen, run};
 
 /// A key-value service that can be handed off with zero downtime.
 ///
@@ -38,6 +38,10 @@ struct Cli {
 }
 
 fn main() {
+    if let Err(e) = die_with_parent_if_asked() {
+        eprintln!("fake-peer: {e}");
+        std::process::exit(EXIT_BAD_ENV);
+    }
     if let Err(e) = handoff::crash::check_env() {
         eprintln!("fake-peer: {e}");
         std::process::exit(EXIT_BAD_ENV);

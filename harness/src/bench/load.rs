@@ -607,6 +607,7 @@ impl Load {
     /// Start the clients process (`program`: this binary) against `addr`.
     pub fn start(program: &Path, addr: SocketAddr, config: &LoadConfig) -> io::Result<Self> {
         let spec = clients::ClientsSpec {
+            parent_pid: std::process::id() as i32,
             addr,
             config: config.clone(),
         };

@@ -27,6 +27,8 @@ pub const CLIENTS_ENV: &str = "HARNESS_BENCH_CLIENTS";
 /// What the clients process is to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientsSpec {
+    /// The bench: the clients process dies with it (`PR_SET_PDEATHSIG`).
+    pub parent_pid: i32,
     /// The server.
     pub addr: SocketAddr,
     /// How the clients behave.
@@ -131,7 +133,21 @@ pub fn requests_file(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("requests-{id}.log"))
 }
 
-fn run_clients(ClientsSpec { addr, config }: ClientsSpec) -> io::Result<()> {
+fn run_clients(
+    ClientsSpec {
+        parent_pid,
+        addr,
+        config,
+    }: ClientsSpec,
+) -> io::Result<()> {
+    // A bench killed outright (no stdin to close in order) takes the
+    // clients with it; a bench gone before this line ends them here.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() != parent_pid {
+        return Err(io::Error::other(
+            "the bench that started the clients is gone",
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(config.clients);
     for id in 0..config.clients {
