@@ -29,7 +29,7 @@ write)
             if grep -q -i refused "$state/connect.err"; then
                 refused=$((refused + 1))
             fi
-            sleep 0.01
+            sleep 0.01 # back-off before reconnecting: pacing, not a wait
             continue
         fi
         while [ "$stop" = 0 ]; do

@@ -85,6 +85,24 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wait on `changed` until `done` holds or `deadline` passes; the
+    /// guard either way.
+    fn wait_until<'a>(
+        &self,
+        control: MutexGuard<'a, Control>,
+        deadline: Instant,
+        mut done: impl FnMut(&Control) -> bool,
+    ) -> MutexGuard<'a, Control> {
+        self.changed
+            .wait_timeout_while(
+                control,
+                deadline.saturating_duration_since(Instant::now()),
+                |c| !done(c),
+            )
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
     fn wake_accept_thread(&self) {
         // WouldBlock means a wake-up is already pending: good enough.
         let _ = (&self.wake_tx).write(&[1]);
@@ -156,14 +174,7 @@ impl Drainable for Server {
         self.shared.wake_accept_thread();
         control = self
             .shared
-            .changed
-            .wait_timeout_while(
-                control,
-                deadline.saturating_duration_since(Instant::now()),
-                |c: &mut Control| !c.accept_parked,
-            )
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+            .wait_until(control, deadline, |c| c.accept_parked);
         let accept_closed = control.accept_parked;
         // Idle connections: end-of-stream first (FIN), so the client stops
         // using them before anything is closed under it (closing a socket
@@ -174,16 +185,9 @@ impl Drainable for Server {
             let _ = conn.stream.shutdown(Shutdown::Write);
             conn.closing = true;
         }
-        control = self
-            .shared
-            .changed
-            .wait_timeout_while(
-                control,
-                deadline.saturating_duration_since(Instant::now()),
-                |c: &mut Control| c.conns.values().any(|conn| !conn.closing),
-            )
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        control = self.shared.wait_until(control, deadline, |c| {
+            c.conns.values().all(|conn| conn.closing)
+        });
         let open_conns_remaining = control.conns.values().filter(|c| !c.closing).count() as u64;
         drop(control);
         if !self.misbehaviour.extra_drain.is_zero() {

@@ -80,30 +80,31 @@ fn a_fake_peer_dies_with_its_parent_when_asked() {
     );
 }
 
+/// The exit code of a fake peer started with `FAKE_DIE_WITH_PARENT=value`
+/// (and arguments that would fail later, if it got that far).
+fn exit_code_with(value: &str) -> Option<i32> {
+    Command::new(env!("CARGO_BIN_EXE_fake-peer"))
+        .args([
+            "--data-dir",
+            "/nonexistent",
+            "--control-socket",
+            "/nonexistent/s",
+        ])
+        .env("FAKE_DIE_WITH_PARENT", value)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+}
+
 #[test]
 fn a_parent_that_is_not_the_one_named_ends_the_fake_peer_at_once() {
-    let status = Command::new(env!("CARGO_BIN_EXE_fake-peer"))
-        .args([
-            "--data-dir",
-            "/nonexistent",
-            "--control-socket",
-            "/nonexistent/s",
-        ])
-        .env("FAKE_DIE_WITH_PARENT", "1")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(fake_peers::peer::EXIT_PARENT_GONE));
-    let status = Command::new(env!("CARGO_BIN_EXE_fake-peer"))
-        .args([
-            "--data-dir",
-            "/nonexistent",
-            "--control-socket",
-            "/nonexistent/s",
-        ])
-        .env("FAKE_DIE_WITH_PARENT", "not-a-pid")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(fake_peers::peer::EXIT_BAD_ENV));
+    assert_eq!(
+        exit_code_with("1"),
+        Some(fake_peers::peer::EXIT_PARENT_GONE)
+    );
+    assert_eq!(
+        exit_code_with("not-a-pid"),
+        Some(fake_peers::peer::EXIT_BAD_ENV)
+    );
 }

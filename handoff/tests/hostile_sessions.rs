@@ -5,126 +5,21 @@
 //!
 //! Reproduce: `cargo test -p handoff --test hostile_sessions`.
 
+mod incumbent_support;
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use handoff::frame::{read_message, write_message};
-use handoff::{
-    DataDirLock, DrainReport, Drainable, HandoffId, Incumbent, IncumbentConfig, Message, SealError,
-    SealReport, ServeOutcome,
-};
+use handoff::{DataDirLock, Incumbent, Message};
+use incumbent_support::{commit, read, start};
 
 /// Bound on every wait here.
 const WAIT: Duration = Duration::from_secs(10);
 /// Cold binds watched for a wider mode. Before the fix (bind at the
 /// temporary name, then chmod) a few hundred sufficed to see the 0777 socket.
 const BIND_ROUNDS: usize = 400;
-
-struct Service;
-
-impl Drainable for Service {
-    fn drain(&mut self, _deadline: Instant) -> DrainReport {
-        DrainReport {
-            open_conns_remaining: 0,
-            accept_closed: true,
-        }
-    }
-    fn seal(&mut self) -> Result<SealReport, SealError> {
-        Ok(SealReport::default())
-    }
-    fn resume_after_abort(&mut self) {}
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    sock: PathBuf,
-    serve: Option<JoinHandle<handoff::Result<ServeOutcome>>>,
-}
-
-impl Fixture {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        let sock = dir.path().join("control.sock");
-        let lock = DataDirLock::acquire(&data).unwrap();
-        let incumbent = Incumbent::bind_cold_start(&sock, lock)
-            .unwrap()
-            .with_config(IncumbentConfig {
-                heartbeat_interval: Duration::from_millis(20),
-                hello_timeout: Duration::from_millis(2000),
-                liveness_timeout: Duration::from_millis(2000),
-                reacquire_window: Duration::from_millis(300),
-                reacquire_step: Duration::from_millis(5),
-                allow_other_uids: false,
-                max_deadline: Duration::from_secs(600),
-            });
-        let serve = std::thread::spawn(move || incumbent.serve(&mut Service));
-        Fixture {
-            _dir: dir,
-            sock,
-            serve: Some(serve),
-        }
-    }
-
-    /// End the incumbent: a full session up to `Commit`.
-    fn commit(&mut self) {
-        let mut s = connect_expecting_hello(&self.sock);
-        let id = HandoffId::new();
-        let send = |s: &mut UnixStream, m: Message| write_message(s, 1, &m).unwrap();
-        send(
-            &mut s,
-            Message::HelloAck {
-                proto_version_chosen: 1,
-                handoff_id: id,
-            },
-        );
-        send(
-            &mut s,
-            Message::PrepareHandoff {
-                handoff_id: id,
-                successor_pid: 1,
-                deadline_ms: 5_000,
-                drain_grace_ms: 1_000,
-            },
-        );
-        loop {
-            match read(&mut s) {
-                Message::Heartbeat { .. } => continue,
-                Message::Drained { .. } => break,
-                m => panic!("expected Drained, got {m:?}"),
-            }
-        }
-        send(&mut s, Message::SealRequest { handoff_id: id });
-        loop {
-            match read(&mut s) {
-                Message::Heartbeat { .. } | Message::SealProgress { .. } => continue,
-                Message::SealComplete { .. } => break,
-                m => panic!("expected SealComplete, got {m:?}"),
-            }
-        }
-        send(&mut s, Message::Commit { handoff_id: id });
-        let outcome = self.serve.take().unwrap().join().unwrap().unwrap();
-        assert_eq!(outcome, ServeOutcome::Committed { handoff_id: id });
-    }
-}
-
-fn read(s: &mut UnixStream) -> Message {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    read_message(s).expect("a frame within the wait bound").1
-}
-
-fn connect_expecting_hello(sock: &Path) -> UnixStream {
-    let mut s = UnixStream::connect(sock).unwrap();
-    match read(&mut s) {
-        Message::Hello { .. } => s,
-        m => panic!("expected Hello, got {m:?}"),
-    }
-}
 
 /// Found by the hostile-peer suite: a supervisor that ended its session and
 /// saw the incumbent close the connection (end of stream) was sometimes
@@ -134,7 +29,7 @@ fn connect_expecting_hello(sock: &Path) -> UnixStream {
 /// (probe, wait for the close) followed by `perform_handoff` does.
 #[test]
 fn a_supervisor_that_saw_its_session_close_is_never_refused_next() {
-    let mut f = Fixture::start();
+    let mut f = start(false, Duration::ZERO);
     for round in 0..300 {
         // Each round connects right after the previous one saw its session
         // close: it must be greeted with Hello, never Refused.
@@ -152,16 +47,16 @@ fn a_supervisor_that_saw_its_session_close_is_never_refused_next() {
             "round {round}: expected the incumbent to close the probe session"
         );
     }
-    f.commit();
+    commit(&mut f);
 }
 
 /// The control socket is 0600 once published, whatever the umask.
 #[test]
 fn the_control_socket_is_created_0600() {
-    let mut f = Fixture::start();
+    let mut f = start(false, Duration::ZERO);
     let mode = std::fs::metadata(&f.sock).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
-    f.commit();
+    commit(&mut f);
 }
 
 /// Watch every name under which the control socket exists while

@@ -522,7 +522,7 @@ fn run_load(
     timeline
         .handoff_steps
         .extend(records.iter().map(analysis::window_steps));
-    let clients = ClientReport::from_requests(&counters, &timeline)?;
+    let clients = ClientReport::from_requests(counters, &timeline)?;
     let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
     let open_secs = |windows: &[(u64, u64)]| windows.iter().map(|&(a, b)| secs(a, b)).sum();
     let clients = clients_report(
@@ -690,12 +690,12 @@ fn clients_report(
             ),
         ],
         offered_rps: config.rate_per_client_hz * config.clients as f64,
-        troubles_seen: c.troubles_seen,
+        troubles_seen: c.seen.troubles_seen,
         failed: c.failed,
-        retried_requests: c.retried_requests,
-        max_attempts: c.max_attempts,
-        stale_reads: c.stale_reads,
-        bad_replies: c.bad_replies,
+        retried_requests: c.seen.retried_requests,
+        max_attempts: c.seen.max_attempts,
+        stale_reads: c.seen.stale_reads,
+        bad_replies: c.seen.bad_replies,
         durability,
         window_p99_over_baseline_p99: ratio(in_window.p99_us, baseline.p99_us),
         spawn_window_p99_over_baseline_p99: ratio(spawn_window.p99_us, baseline.p99_us),

@@ -280,3 +280,12 @@ pub fn sealed_session(sock: &Path) -> (UnixStream, HandoffId) {
     ));
     (s, id)
 }
+
+/// End the incumbent: a whole session up to `Commit`, and `serve` returns
+/// `Committed`.
+pub fn commit(f: &mut Fixture) {
+    let (mut s, id) = sealed_session(&f.sock);
+    send(&mut s, Message::Commit { handoff_id: id });
+    let outcome = f.serve.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(outcome, ServeOutcome::Committed { handoff_id: id });
+}

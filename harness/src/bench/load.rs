@@ -165,13 +165,19 @@ impl Timeline {
     }
 }
 
-/// The window of `windows` (sorted, disjoint) open at some instant of
-/// `[start, end]`, if any (the last one opened by `end`).
-fn overlapping_window(windows: &[(u64, u64)], start: u64, end: u64) -> Option<usize> {
-    let i = windows
+/// The last of `windows` (sorted, disjoint) opened by `end`. An earlier
+/// one closed before this one opened: if this one closed before a request
+/// started, all did.
+fn last_opened_by(windows: &[(u64, u64)], end: u64) -> Option<usize> {
+    windows
         .partition_point(|&(open, _)| open <= end)
-        .checked_sub(1)?;
-    (windows[i].1 >= start).then_some(i)
+        .checked_sub(1)
+}
+
+/// The window of `windows` (sorted, disjoint) open at some instant of
+/// `[start, end]`, if any.
+fn overlapping_window(windows: &[(u64, u64)], start: u64, end: u64) -> Option<usize> {
+    last_opened_by(windows, end).filter(|&i| windows[i].1 >= start)
 }
 
 /// The step a request that started at `start` began in: the one with the
@@ -188,11 +194,8 @@ fn step_at(steps: &[u64], start: u64) -> Option<usize> {
 /// Whether one of `windows` (sorted, disjoint) was open at any instant of
 /// `[start, end]`, and whether one was open at `end`.
 fn window_overlap(windows: &[(u64, u64)], start: u64, end: u64) -> (bool, bool) {
-    // The last window opened by `end`: an earlier one closed before it
-    // opened, so if this one closed before `start`, all did.
-    let i = windows.partition_point(|&(open, _)| open <= end);
-    match i.checked_sub(1).map(|i| windows[i]) {
-        Some((_, close)) => (close >= start, close >= end),
+    match overlapping_window(windows, start, end) {
+        Some(i) => (true, windows[i].1 >= end),
         None => (false, false),
     }
 }
@@ -400,24 +403,20 @@ impl SlowRequests {
             return;
         }
         let slow = r.end_ns.saturating_sub(r.start_ns) as f64 > self.threshold_us * 1e3;
-        let (windows, steps, rows): (_, Vec<&[u64]>, _) = match t.phase_at(r.end_ns) {
-            LoadPhase::During => (
-                &t.handoff_windows,
-                t.handoff_steps.iter().map(|s| &s[..]).collect(),
-                &mut self.handoff,
-            ),
-            LoadPhase::SpawnFloor => (
-                &t.spawn_windows,
-                t.spawn_steps.iter().map(|s| &s[..]).collect(),
-                &mut self.spawn_only,
-            ),
+        let phase = t.phase_at(r.end_ns);
+        let (windows, rows) = match phase {
+            LoadPhase::During => (&t.handoff_windows, &mut self.handoff),
+            LoadPhase::SpawnFloor => (&t.spawn_windows, &mut self.spawn_only),
             _ => return,
         };
         let Some(w) = overlapping_window(windows, r.start_ns, r.end_ns) else {
             return;
         };
+        let steps = match phase {
+            LoadPhase::During => t.handoff_steps.get(w).map(|s| s.as_slice()),
+            _ => t.spawn_steps.get(w).map(|s| s.as_slice()),
+        };
         let row = steps
-            .get(w)
             .and_then(|s| step_at(s, r.start_ns))
             .map_or(0, |i| i + 1);
         rows[row].requests += 1;
@@ -467,29 +466,18 @@ pub struct Completions {
     pub in_spawn_window: u64,
 }
 
-/// What one client (or all, merged) saw.
+/// What the clients saw, placed against the bench's timeline.
 #[derive(Debug, Clone, Default)]
 pub struct ClientReport {
     /// Latency of successful requests.
     pub latency: PhaseHistograms,
     /// Successful requests by phase of completion.
     pub completions: Completions,
-    /// Troubles seen and retried past.
-    pub troubles_seen: TroubleCounts,
-    /// Requests that failed (deadline passed), by their last trouble.
+    /// Requests that failed (deadline passed) after warm-up, by their last
+    /// trouble.
     pub failed: TroubleCounts,
-    /// Requests that needed more than one attempt.
-    pub retried_requests: u64,
-    /// Most attempts one request took.
-    pub max_attempts: u64,
-    /// `GET`s that did not return the last acknowledged value.
-    pub stale_reads: u64,
-    /// `PUT`s acknowledged.
-    pub acked_puts: u64,
-    /// Replies that made no sense (counted in `failed.other` too).
-    pub bad_replies: u64,
-    /// Files of acknowledged writes (`<seq> <key> <value>` lines).
-    pub acked_files: Vec<PathBuf>,
+    /// What the clients counted as they went.
+    pub seen: clients::Counters,
     /// Where the slow requests inside windows started.
     pub slow: SlowRequests,
 }
@@ -497,18 +485,13 @@ pub struct ClientReport {
 impl ClientReport {
     /// Place each request of `counters`' request files against `timeline`
     /// (complete: windows and their steps).
-    pub fn from_requests(counters: &clients::Counters, timeline: &Timeline) -> io::Result<Self> {
+    pub fn from_requests(counters: clients::Counters, timeline: &Timeline) -> io::Result<Self> {
         let mut report = ClientReport {
-            troubles_seen: counters.troubles_seen,
-            retried_requests: counters.retried_requests,
-            max_attempts: counters.max_attempts,
-            stale_reads: counters.stale_reads,
-            acked_puts: counters.acked_puts,
-            bad_replies: counters.bad_replies,
-            acked_files: counters.acked_files.clone(),
+            seen: counters,
             ..Default::default()
         };
-        for_each_request(&counters.request_files, |r| report.place(r, timeline))?;
+        let files = report.seen.request_files.clone();
+        for_each_request(&files, |r| report.place(r, timeline))?;
         // Second pass, now that the baseline is known.
         let threshold_ns = report
             .latency
@@ -516,7 +499,7 @@ impl ClientReport {
             .percentile_ns(99.0)
             .saturating_mul(3);
         let mut slow = SlowRequests::new(threshold_ns);
-        for_each_request(&counters.request_files, |r| slow.place(r, timeline))?;
+        for_each_request(&files, |r| slow.place(r, timeline))?;
         report.slow = slow;
         Ok(report)
     }

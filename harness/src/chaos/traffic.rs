@@ -636,6 +636,42 @@ mod tests {
         (client, server)
     }
 
+    /// A scripted service on loopback: one thread hands each accepted
+    /// connection to `serve` until `serve` returns false or [`stop`] is
+    /// called.
+    ///
+    /// [`stop`]: ScriptedServer::stop
+    struct ScriptedServer {
+        addr: SocketAddr,
+        done: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl ScriptedServer {
+        fn start(mut serve: impl FnMut(TcpStream) -> bool + Send + 'static) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let done = Arc::new(AtomicBool::new(false));
+            let server_done = Arc::clone(&done);
+            let thread = std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    if server_done.load(Ordering::SeqCst) || !serve(stream) {
+                        return;
+                    }
+                }
+            });
+            Self { addr, done, thread }
+        }
+
+        fn stop(self) {
+            self.done.store(true, Ordering::SeqCst);
+            // Wake the thread from its accept, to end it.
+            drop(TcpStream::connect(self.addr));
+            self.thread.join().unwrap();
+        }
+    }
+
     #[test]
     fn the_peek_tells_an_open_connection_from_a_closed_one() {
         // Open and quiet: reusable.
@@ -712,46 +748,38 @@ mod tests {
     /// (Scripted: the first two writes are answered sealed, then it serves.)
     #[test]
     fn a_write_answered_sealed_is_retried_on_a_new_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let (sealed_tx, sealed) = mpsc::channel::<()>();
-        let done = Arc::new(AtomicBool::new(false));
-        let server_done = Arc::clone(&done);
-        let server = std::thread::spawn(move || {
-            let mut sealed_left = 2;
-            let mut seq = 0u64;
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                if server_done.load(Ordering::SeqCst) {
-                    return;
-                }
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                    let reply = match line.trim_end().split(' ').collect::<Vec<_>>()[..] {
-                        ["PING"] => format!("PONG {}", std::process::id()),
-                        ["PUT", _, _] if sealed_left > 0 => {
-                            sealed_left -= 1;
-                            let _ = sealed_tx.send(());
-                            "ERR sealed for handoff; retry on a new connection".into()
-                        }
-                        ["PUT", _, _] => {
-                            seq += 1;
-                            format!("OK {seq}")
-                        }
-                        ["GET", key] => format!("VALUE w{}", key.trim_start_matches('r')),
-                        _ => "ERR what".into(),
-                    };
-                    line.clear();
-                    if (&stream)
-                        .write_all(format!("{reply}\n").as_bytes())
-                        .is_err()
-                    {
-                        break;
+        let mut sealed_left = 2;
+        let mut seq = 0u64;
+        let server = ScriptedServer::start(move |stream| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                let reply = match line.trim_end().split(' ').collect::<Vec<_>>()[..] {
+                    ["PING"] => format!("PONG {}", std::process::id()),
+                    ["PUT", _, _] if sealed_left > 0 => {
+                        sealed_left -= 1;
+                        let _ = sealed_tx.send(());
+                        "ERR sealed for handoff; retry on a new connection".into()
                     }
+                    ["PUT", _, _] => {
+                        seq += 1;
+                        format!("OK {seq}")
+                    }
+                    ["GET", key] => format!("VALUE w{}", key.trim_start_matches('r')),
+                    _ => "ERR what".into(),
+                };
+                line.clear();
+                if (&stream)
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .is_err()
+                {
+                    break;
                 }
             }
+            true
         });
+        let addr = server.addr;
         let traffic = Traffic::start(Some(addr), &[], config(BOUND));
         for _ in 0..2 {
             sealed
@@ -763,9 +791,7 @@ mod tests {
             "no traffic after the seal"
         );
         let (reader, _) = traffic.stop();
-        done.store(true, Ordering::SeqCst);
-        drop(TcpStream::connect(addr));
-        server.join().unwrap();
+        server.stop();
         let reader = reader.unwrap();
         assert_eq!(reader.failed, vec![], "no request may fail");
         assert_eq!(reader.mismatches, vec![]);
@@ -785,32 +811,22 @@ mod tests {
     #[test]
     fn a_request_that_cannot_complete_within_its_deadline_fails() {
         let deadline = Duration::from_millis(50);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let (closed_tx, closed) = mpsc::channel::<Instant>();
-        let done = Arc::new(AtomicBool::new(false));
-        let server_done = Arc::clone(&done);
-        let server = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                if server_done.load(Ordering::SeqCst) {
-                    return;
-                }
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || line != "PING\n" {
-                    continue;
-                }
-                let _ = (&stream).write_all(format!("PONG {}\n", std::process::id()).as_bytes());
-                line.clear();
-                if matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                    drop(stream);
-                    if closed_tx.send(Instant::now()).is_err() {
-                        return;
-                    }
-                }
+        let server = ScriptedServer::start(move |stream| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() || line != "PING\n" {
+                return true;
             }
+            let _ = (&stream).write_all(format!("PONG {}\n", std::process::id()).as_bytes());
+            line.clear();
+            if matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                drop(stream);
+                return closed_tx.send(Instant::now()).is_ok();
+            }
+            true
         });
+        let addr = server.addr;
         let traffic = Traffic::start(Some(addr), &[], config(deadline));
         // Closures for more than two deadlines: the first request's deadline
         // has passed at a closure by then.
@@ -824,10 +840,7 @@ mod tests {
             }
         }
         let (reader, _) = traffic.stop();
-        // Wake the server from its accept, to end it.
-        done.store(true, Ordering::SeqCst);
-        drop(TcpStream::connect(addr));
-        server.join().unwrap();
+        server.stop();
         let reader = reader.unwrap();
         assert_eq!((reader.acked.len(), reader.reads_ok), (0, 0));
         assert!(
