@@ -4,10 +4,15 @@
 //! every phase holds requests, the windows sample them, no acknowledged
 //! write is lost, no connection is refused, and the JSON says so.
 
+use std::fs::File;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+
+/// Bound on the whole small run (it takes about 2 s).
+const BENCH_BOUND: Duration = Duration::from_secs(120);
 
 fn phase<'a>(report: &'a Value, prefix: &str) -> &'a Value {
     report["clients"]["phases"]
@@ -23,28 +28,36 @@ fn a_small_bench_run_samples_every_phase_and_loses_nothing() {
     let bins = harness::bins::ensure_built().expect("fake-peer builds");
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("bench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
-            "bench",
-            "--quick",
-            "--handoffs",
-            "3",
-            "--load-handoffs",
-            "30",
-        ])
-        .args(["--floor-iterations", "3", "--baseline-secs", "0.3"])
-        .arg("--fake-peer")
-        .arg(&bins.fake_peer)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("harness bench runs");
-    assert!(
-        output.status.success(),
-        "harness bench failed: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = dir.path().join("stdout");
+    let stderr = dir.path().join("stderr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args([
+        "bench",
+        "--quick",
+        "--handoffs",
+        "3",
+        "--load-handoffs",
+        "30",
+    ])
+    .args(["--floor-iterations", "3", "--baseline-secs", "0.3"])
+    .arg("--fake-peer")
+    .arg(&bins.fake_peer)
+    .arg("--json")
+    .arg(&json)
+    .stdout(File::create(&stdout).unwrap())
+    .stderr(File::create(&stderr).unwrap());
+    // Through the harness's reaper: `ensure_built` started it, and it reaps
+    // every child of this process (a `Command::output` here would race it
+    // for the exit status and get ECHILD).
+    let exit =
+        harness::reaper::run_to_completion(&mut cmd, BENCH_BOUND).expect("harness bench runs");
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        exit,
+        harness::reaper::ExitKind::Code(0),
+        "harness bench failed\nstdout:\n{}\nstderr:\n{}",
+        read(&stdout),
+        read(&stderr)
     );
     let report: Value =
         serde_json::from_slice(&std::fs::read(Path::new(&json)).expect("the JSON report"))
