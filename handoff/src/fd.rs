@@ -763,6 +763,128 @@ pub fn open_fds() -> Vec<RawFd> {
     fds
 }
 
+/// A process handle that a recycled pid cannot fool: `pidfd_open(2)`
+/// (Linux 5.3+; [`PidFd::take_fd`] needs 5.6+).
+///
+/// Used to watch a process that is not our child (its exit makes the pidfd
+/// readable, so it is noticed at once rather than at a polling interval), to
+/// signal it without racing pid reuse, and to copy FDs out of its table
+/// (`pidfd_getfd(2)`: the same open file description, as `dup` makes).
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+impl PidFd {
+    /// Open a pidfd for `pid`. `ESRCH` when no such process exists.
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        let raw = i32::try_from(pid)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: pidfd_open takes a pid and flags by value and returns a new
+        // FD (close-on-exec, per the man page) or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this FD to us; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    /// The pid this handle was opened for.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A second handle on the same process (for a thread that waits on it).
+    pub fn try_clone(&self) -> io::Result<PidFd> {
+        Ok(PidFd {
+            fd: self.fd.try_clone()?,
+            pid: self.pid,
+        })
+    }
+
+    /// A copy of FD `target` of the process (`pidfd_getfd(2)`), close-on-exec.
+    /// Needs ptrace access to the process (`PTRACE_MODE_ATTACH_REALCREDS`):
+    /// `EPERM` otherwise.
+    pub fn take_fd(&self, target: RawFd) -> io::Result<OwnedFd> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_getfd takes two integer FDs and flags by value and
+        // returns a new FD (close-on-exec) or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.fd.as_raw_fd(), target, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this FD to us; nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// Send `signal` to the process, never to a later process with its pid.
+    pub fn send_signal(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal takes an FD, a signal number, a null
+        // siginfo (allowed: the kernel fills in a kill(2)-like one) and flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Wait until the process has exited, at most `timeout` (`None`: no
+    /// bound). `Ok(true)` once it has; `Ok(false)` when the bound passed.
+    /// Exit is what makes a pidfd readable; `EINTR` is retried.
+    pub fn wait_exited(&self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let wait = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = crate::util::remaining(d);
+                    // Round up so a sub-millisecond rest does not spin.
+                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, wait) {
+                Ok(0) if deadline.is_some_and(|d| crate::util::remaining(d).is_zero()) => {
+                    return Ok(false);
+                }
+                Ok(0) => {}
+                Ok(_) => return Ok(true),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// True once the process has exited (zombie or reaped).
+    pub fn has_exited(&self) -> bool {
+        self.wait_exited(Some(std::time::Duration::ZERO))
+            .unwrap_or(false)
+    }
+}
+
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Terminate the process at once with `code`, as a crash does: `_exit(2)`
 /// runs no destructors, no `atexit` handlers and flushes no buffers. Used by
 /// crash points; lives here because this is the crate's one `unsafe` module.

@@ -246,6 +246,7 @@ fn after_a_daemon_crash_the_journal_is_recovered_and_the_incumbent_adopted() {
     let setup = Setup::http();
     let mut first = setup.start();
     let orphan = incumbent_pid(&first.status().unwrap());
+    let addr = first.listener_addr("http");
     // The first daemon dies without stopping its service.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.pid() as i32),
@@ -270,12 +271,17 @@ fn after_a_daemon_crash_the_journal_is_recovered_and_the_incumbent_adopted() {
     let status = second.status().unwrap();
     assert_eq!(incumbent_pid(&status), orphan, "{status}");
     assert_eq!(status["incumbent_adopted"], true, "{status}");
+    // The config's port 0 would bind a new port: the incumbent's own socket
+    // is adopted instead.
+    assert_eq!(status["listeners_adopted"], true, "{status}");
+    assert_eq!(second.listener_addr("http"), addr);
     let reply = second.request("handoff").unwrap();
     assert!(reply.starts_with("committed "), "{reply}");
     let status = second.status().unwrap();
     assert_eq!(status["incumbent_adopted"], false, "{status}");
     let successor = incumbent_pid(&status);
     assert_ne!(successor, orphan);
+    assert_eq!(served_by(&http_get(&addr).unwrap()), successor);
     assert!(second.terminate().success());
     assert!(!alive(successor));
     drop(first); // kills the first daemon's process group: nothing is left

@@ -26,7 +26,12 @@
 //!   it is still alive `retire_timeout_ms` after the commit. It only ever
 //!   waits for its own children by pid, never `waitpid(-1)`, so the library's
 //!   own reaping of a failed successor is untouched. An adopted incumbent is
-//!   not a child: it is watched with `kill(pid, 0)`.
+//!   not a child: it is watched through a pidfd, whose exit a thread waits
+//!   for (noticed at once), and signalled through it (never a recycled pid).
+//! - **Adoption**: an incumbent left running by a killed daemon is adopted
+//!   with its listeners: without socket activation they are copied out of
+//!   its FD table (`pidfd_getfd`), so they are the very sockets clients
+//!   queue on and nothing is ever refused.
 //! - **Restart** (systemd's `Restart=`): an incumbent that dies outside a
 //!   handoff is cold-started again after `restart.delay_ms`, per
 //!   `restart.policy`, at most `restart.burst` times per
@@ -135,8 +140,8 @@ const EXIT_STOPPED: i32 = 0;
 const EXIT_GAVE_UP: i32 = 1;
 /// Exit code: start-up failed.
 const EXIT_START_FAILED: i32 = 3;
-/// Longest the loop sleeps without an event: the adopted incumbent's
-/// liveness check runs at least this often.
+/// Longest the loop sleeps without an event (every exit is an event; this
+/// only bounds how late a timer can be if a wake-up were ever missed).
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// After SIGKILL, how long to wait for the kernel before exiting anyway.
 const KILL_REAP_BOUND: Duration = Duration::from_secs(5);
@@ -152,6 +157,8 @@ enum Event {
         binary: PathBuf,
         result: handoff::Result<HandoffOutcome>,
     },
+    /// An adopted incumbent's pidfd became readable: it exited.
+    AdoptedExited,
 }
 
 /// Who serves now.
@@ -159,8 +166,8 @@ enum Incumbent {
     None,
     /// Our child: reaped with `try_wait`.
     Owned(Child),
-    /// Left by a previous daemon: watched with `kill(pid, 0)`.
-    Adopted(u32),
+    /// Left by a previous daemon: watched and signalled through its pidfd.
+    Adopted(handoff::fd::PidFd),
 }
 
 impl Incumbent {
@@ -168,7 +175,7 @@ impl Incumbent {
         match self {
             Incumbent::None => None,
             Incumbent::Owned(c) => Some(c.id()),
-            Incumbent::Adopted(pid) => Some(*pid),
+            Incumbent::Adopted(pidfd) => Some(pidfd.pid()),
         }
     }
 }
@@ -260,20 +267,21 @@ pub fn run(cli: DaemonCli) -> i32 {
 /// exists.
 fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServer), String> {
     let config = DaemonConfig::load(&cli.config)?;
-    let listeners = match Listeners::inherited()? {
-        // LISTEN_FDS meant for another process (LISTEN_PID) yields none.
+    // LISTEN_FDS meant for another process (LISTEN_PID) yields none.
+    let inherited = match Listeners::inherited()? {
         Some(inherited) if !inherited.names().is_empty() => {
             config.check_inherited_names(&inherited.names())?;
-            inherited
+            Some(inherited)
         }
-        _ => Listeners::bind(&config.listeners, "[listeners]")?,
+        _ => None,
     };
-    if listeners.names().is_empty() {
-        tracing::warn!("no listeners: neither [listeners] nor LISTEN_FDS gives any");
-    }
     let trigger_listener = trigger::bind(&config.trigger_socket)?;
     let remove_trigger = || {
         let _ = std::fs::remove_file(&config.trigger_socket);
+    };
+    let fail = |e: String| {
+        remove_trigger();
+        e
     };
 
     let defaults = SupervisorTimeouts::default();
@@ -286,20 +294,16 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
         ..defaults
     };
     let mut supervisor = Supervisor::new(&config.control_socket)
-        .map_err(|e| {
-            remove_trigger();
-            e.to_string()
-        })?
+        .map_err(|e| fail(e.to_string()))?
         .with_timeouts(timeouts.clone());
-    for (name, fd) in listeners.named_fds() {
-        supervisor = supervisor.with_listener(name, fd);
-    }
     if let Some(journal) = &config.journal {
         supervisor = supervisor.with_journal(journal.clone());
     }
     if let Some(build_id) = &config.build_id {
         supervisor = supervisor.with_build_id(build_id.as_bytes().to_vec());
     }
+    // Recovery waits for the incumbent, not for the listeners: it runs
+    // before they are adopted from that incumbent.
     match supervisor.resume_from_journal() {
         Ok(Some(j)) => {
             tracing::warn!(target: handoff::events::RECOVER, handoff_id = %j.handoff_id, phase = ?j.phase, "recovered an interrupted handoff; journal cleared")
@@ -309,21 +313,47 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
             tracing::warn!(target: handoff::events::RECOVER, error = %e, "journal recovery failed; continuing")
         }
     }
-    let incumbent = match probe::ask(&config.control_socket, timeouts.hello_read) {
-        Answer::Incumbent(pid) => {
-            tracing::info!(target: events::INCUMBENT_ADOPTED, pid, "an incumbent already answers on the control socket; adopted");
-            Incumbent::Adopted(pid)
-        }
+    let incumbent = match probe::ask_until_not_refused(&config.control_socket, timeouts.probe) {
+        Answer::Incumbent(pid) => match handoff::fd::PidFd::open(pid) {
+            Ok(pidfd) => {
+                tracing::info!(target: events::INCUMBENT_ADOPTED, pid, "an incumbent already answers on the control socket; adopted");
+                Incumbent::Adopted(pidfd)
+            }
+            // It exited since it answered: start afresh.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Incumbent::None,
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot watch the incumbent pid {pid} that answers on {} (pidfd_open: {e}); \
+                     Linux 5.3 or later is needed to adopt it",
+                    config.control_socket.display()
+                )));
+            }
+        },
         Answer::Nobody => Incumbent::None,
-        Answer::Unexpected(why) => {
-            remove_trigger();
-            return Err(format!(
+        Answer::Refused(why) | Answer::Unexpected(why) => {
+            return Err(fail(format!(
                 "the control socket {} answers, but not as an idle incumbent ({why}); \
                  is another supervisor running?",
                 config.control_socket.display()
-            ));
+            )));
         }
     };
+    // The listeners: systemd's; else the adopted incumbent's own sockets
+    // (binding anew would fail, or open a second socket beside the one
+    // clients queue on); else bound here.
+    let listeners = match (inherited, &incumbent) {
+        (Some(inherited), _) => inherited,
+        (None, Incumbent::Adopted(pidfd)) => {
+            Listeners::adopt(pidfd, &config.listeners, "[listeners]").map_err(fail)?
+        }
+        (None, _) => Listeners::bind(&config.listeners, "[listeners]").map_err(fail)?,
+    };
+    if listeners.names().is_empty() {
+        tracing::warn!("no listeners: neither [listeners] nor LISTEN_FDS gives any");
+    }
+    for (name, fd) in listeners.named_fds() {
+        supervisor = supervisor.with_listener(name, fd);
+    }
 
     let (tx, rx) = mpsc::channel();
     let caught = [
@@ -370,6 +400,7 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
         pid = std::process::id(),
         listeners = ?listeners.names(),
         inherited = listeners.is_inherited(),
+        adopted = listeners.is_adopted(),
         trigger_socket = %config.trigger_socket.display(),
         "daemon started"
     );
@@ -399,6 +430,9 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
 
 impl Daemon {
     fn run(&mut self, rx: &mpsc::Receiver<Event>, mut trigger: TriggerServer) -> i32 {
+        if let Incumbent::Adopted(pidfd) = &self.incumbent {
+            self.watch_adopted(pidfd);
+        }
         match self.incumbent.pid() {
             Some(pid) => self.announce_ready(pid),
             None => self.start_cold_start(),
@@ -439,7 +473,7 @@ impl Daemon {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Signal(Signal::SIGCHLD) => {} // reaped after every event
+            Event::Signal(Signal::SIGCHLD) | Event::AdoptedExited => {} // reaped after every event
             Event::Signal(Signal::SIGHUP) => {
                 tracing::info!(target: events::TRIGGER, command = "handoff", source = "SIGHUP", "handoff requested");
                 if let Err(why) = self.start_handoff(None, None) {
@@ -462,6 +496,8 @@ impl Daemon {
         tracing::info!(target: events::TRIGGER, command = %command, peer_pid = req.peer_pid, "trigger request");
         match req.command {
             Command::Status => {
+                // Never report a dead incumbent as serving.
+                self.reap();
                 let _ = req.reply.send(self.status_json().to_string());
             }
             Command::Handoff { binary } => {
@@ -618,7 +654,13 @@ impl Daemon {
                     {
                         // Not expected (the library hands the child over on
                         // commit); keep track of whoever answers.
-                        Answer::Incumbent(pid) => Incumbent::Adopted(pid),
+                        Answer::Incumbent(pid) => match handoff::fd::PidFd::open(pid) {
+                            Ok(pidfd) => {
+                                self.watch_adopted(&pidfd);
+                                Incumbent::Adopted(pidfd)
+                            }
+                            Err(_) => Incumbent::None,
+                        },
                         _ => Incumbent::None,
                     },
                 };
@@ -676,6 +718,30 @@ impl Daemon {
 
     // ----- children ----------------------------------------------------------
 
+    /// A thread that waits for the adopted incumbent's exit (its pidfd
+    /// becomes readable) and wakes the loop. Our own children need none:
+    /// their exit raises SIGCHLD.
+    fn watch_adopted(&self, pidfd: &handoff::fd::PidFd) {
+        let watched = match pidfd.try_clone() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(target: events::INCUMBENT_EXITED, pid = pidfd.pid(), error = %e, "cannot watch the adopted incumbent; its exit is noticed at the next event");
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("adopted-watch".into())
+            .spawn(move || {
+                if watched.wait_exited(None).is_ok() {
+                    let _ = tx.send(Event::AdoptedExited);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: events::INCUMBENT_EXITED, pid = pidfd.pid(), error = %e, "cannot start the thread watching the adopted incumbent");
+        }
+    }
+
     /// Collect exited children: the incumbent (ours, or adopted) and retired
     /// ones. Never `waitpid(-1)`: the library reaps its own.
     fn reap(&mut self) {
@@ -686,12 +752,13 @@ impl Daemon {
                 Ok(None) => None,
                 Err(e) => Some((child.id(), format!("cannot be waited for: {e}"), false)),
             },
-            Incumbent::Adopted(pid) => match signal::kill(Pid::from_raw(*pid as i32), None) {
-                Err(nix::errno::Errno::ESRCH) => {
-                    Some((*pid, "gone (adopted: exit status unknown)".into(), false))
-                }
-                _ => None,
-            },
+            Incumbent::Adopted(pidfd) => pidfd.has_exited().then(|| {
+                (
+                    pidfd.pid(),
+                    "gone (adopted: exit status unknown)".into(),
+                    false,
+                )
+            }),
         };
         if let Some((pid, status, success)) = exited {
             self.incumbent = Incumbent::None;
@@ -790,10 +857,7 @@ impl Daemon {
         {
             match (*terminated, *killed_at) {
                 (None, _) if self.operation.is_none() => {
-                    let pids = child_pids(&self.incumbent, &self.retired);
-                    for pid in &pids {
-                        let _ = signal::kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
-                    }
+                    signal_all(&self.incumbent, &self.retired, Signal::SIGTERM);
                     *terminated = Some(now + self.config.timeouts.stop);
                 }
                 (Some(kill_at), None) if now >= kill_at => {
@@ -801,9 +865,7 @@ impl Daemon {
                     if !pids.is_empty() {
                         tracing::warn!(target: events::SHUTDOWN, pids = ?pids, "still alive after stop_timeout_ms; SIGKILL");
                     }
-                    for pid in &pids {
-                        let _ = signal::kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-                    }
+                    signal_all(&self.incumbent, &self.retired, Signal::SIGKILL);
                     *killed_at = Some(now);
                 }
                 _ => {}
@@ -915,6 +977,7 @@ impl Daemon {
             "binary": self.binary.display().to_string(),
             "listeners": listeners,
             "listeners_inherited": self.listeners.is_inherited(),
+            "listeners_adopted": self.listeners.is_adopted(),
             "handoffs": {
                 "committed": self.stats.committed,
                 "aborted": self.stats.aborted,
@@ -926,6 +989,23 @@ impl Daemon {
             "notify_socket": self.notifier.is_active(),
             "uptime_ms": self.started_at.elapsed().as_millis() as u64,
         })
+    }
+}
+
+/// Signal the incumbent (an adopted one through its pidfd) and every
+/// retiring one (our children, not yet reaped: their pids are still theirs).
+fn signal_all(incumbent: &Incumbent, retired: &[Retired], sig: Signal) {
+    match incumbent {
+        Incumbent::None => {}
+        Incumbent::Owned(child) => {
+            let _ = signal::kill(Pid::from_raw(child.id() as i32), sig);
+        }
+        Incumbent::Adopted(pidfd) => {
+            let _ = pidfd.send_signal(sig);
+        }
+    }
+    for r in retired {
+        let _ = signal::kill(Pid::from_raw(r.child.id() as i32), sig);
     }
 }
 

@@ -3,7 +3,7 @@
 //! `LISTEN_FDS` (systemd socket activation, `systemd-socket-activate`, a
 //! harness).
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
@@ -13,6 +13,9 @@ pub enum Listeners {
     Inherited(Vec<(String, OwnedFd)>),
     /// Bound by this process.
     Bound(Vec<(String, TcpListener)>),
+    /// Copied out of a running incumbent (`pidfd_getfd`): the same sockets,
+    /// so their accept queues never closed.
+    Adopted(Vec<(String, TcpListener)>),
 }
 
 impl Listeners {
@@ -60,11 +63,65 @@ impl Listeners {
             .map(Listeners::Bound)
     }
 
+    /// Copy the listeners `specs` (`name`, `host:port`) out of the running
+    /// process `incumbent`: each is the listening TCP socket in its FD table
+    /// bound to that address (with port 0, to that IP on any port, which
+    /// must then be unique). The copies are the same sockets (`pidfd_getfd`
+    /// duplicates the open file description), so clients queued on them are
+    /// never refused. `what` names where `specs` came from.
+    pub fn adopt(
+        incumbent: &handoff::fd::PidFd,
+        specs: &[(String, String)],
+        what: &str,
+    ) -> Result<Self, String> {
+        let pid = incumbent.pid();
+        let listening = listening_sockets_of(incumbent)?;
+        let mut adopted = Vec::with_capacity(specs.len());
+        for (name, addr) in specs {
+            let wanted: Vec<SocketAddr> = addr
+                .to_socket_addrs()
+                .map_err(|e| format!("{what} {name}={addr}: not an address: {e}"))?
+                .collect();
+            let matches: Vec<&(SocketAddr, TcpListener)> = listening
+                .iter()
+                .filter(|(local, _)| {
+                    wanted.iter().any(|w| {
+                        w.ip() == local.ip() && (w.port() == 0 || w.port() == local.port())
+                    })
+                })
+                .collect();
+            let listener = match matches.as_slice() {
+                [(_, one)] => one
+                    .try_clone()
+                    .map_err(|e| format!("cannot duplicate the adopted {name}: {e}"))?,
+                [] => {
+                    let held: Vec<String> = listening.iter().map(|(a, _)| a.to_string()).collect();
+                    return Err(format!(
+                        "incumbent pid {pid} holds no listening socket on {what} {name}={addr} \
+                         (it listens on {held:?}): was the config changed while it ran? Stop \
+                         it, or restore the address it was started with"
+                    ));
+                }
+                several => {
+                    let held: Vec<String> = several.iter().map(|(a, _)| a.to_string()).collect();
+                    return Err(format!(
+                        "incumbent pid {pid} listens on several sockets matching {what} \
+                         {name}={addr} ({held:?}): give the listener a fixed port"
+                    ));
+                }
+            };
+            adopted.push((name.clone(), listener));
+        }
+        Ok(Listeners::Adopted(adopted))
+    }
+
     /// `(name, fd)` in FD order, for [`handoff::Supervisor::with_listener`].
     pub fn named_fds(&self) -> Vec<(String, RawFd)> {
         match self {
             Listeners::Inherited(v) => v.iter().map(|(n, f)| (n.clone(), f.as_raw_fd())).collect(),
-            Listeners::Bound(v) => v.iter().map(|(n, l)| (n.clone(), l.as_raw_fd())).collect(),
+            Listeners::Bound(v) | Listeners::Adopted(v) => {
+                v.iter().map(|(n, l)| (n.clone(), l.as_raw_fd())).collect()
+            }
         }
     }
 
@@ -78,6 +135,11 @@ impl Listeners {
         matches!(self, Listeners::Inherited(_))
     }
 
+    /// True when the listeners were copied out of a running incumbent.
+    pub fn is_adopted(&self) -> bool {
+        matches!(self, Listeners::Adopted(_))
+    }
+
     /// `(name, local address)` of each listener, for `status`.
     pub fn addresses(&self) -> Vec<(String, String)> {
         match self {
@@ -85,7 +147,7 @@ impl Listeners {
                 .iter()
                 .map(|(n, f)| (n.clone(), local_address(f)))
                 .collect(),
-            Listeners::Bound(v) => v
+            Listeners::Bound(v) | Listeners::Adopted(v) => v
                 .iter()
                 .map(|(n, l)| {
                     (
@@ -96,6 +158,68 @@ impl Listeners {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Every listening TCP socket in the FD table of `process`, once each (a
+/// socket open at several FD numbers is one socket), copied into ours.
+fn listening_sockets_of(
+    process: &handoff::fd::PidFd,
+) -> Result<Vec<(SocketAddr, TcpListener)>, String> {
+    let pid = process.pid();
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot list {dir} (incumbent pid {pid}): {e}"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // `socket:[inode]`; the FD may be gone by now, which is fine.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if !target.starts_with("socket:[") || !seen.insert(target) {
+            continue;
+        }
+        let copy = match process.take_fd(fd) {
+            Ok(copy) => copy,
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => continue, // closed meanwhile
+            Err(e) => return Err(take_fd_error(pid, fd, &e)),
+        };
+        let listening = nix::sys::socket::getsockopt(&copy, nix::sys::socket::sockopt::AcceptConn)
+            .unwrap_or(false);
+        if !listening {
+            continue;
+        }
+        let listener = TcpListener::from(copy);
+        if let Ok(local) = listener.local_addr() {
+            found.push((local, listener));
+        }
+    }
+    Ok(found)
+}
+
+/// What to do when `pidfd_getfd` is refused.
+fn take_fd_error(pid: u32, fd: RawFd, e: &std::io::Error) -> String {
+    let what = format!("cannot copy FD {fd} out of incumbent pid {pid} (pidfd_getfd: {e})");
+    match e.raw_os_error() {
+        Some(libc::EPERM) => format!(
+            "{what}: the daemon needs ptrace access to the incumbent to adopt its listeners: \
+             run it as root or with CAP_SYS_PTRACE (or kernel.yama.ptrace_scope=0 for the same \
+             uid), or use socket activation so the listeners outlive the daemon"
+        ),
+        Some(libc::ENOSYS) => format!(
+            "{what}: adopting an incumbent's listeners needs Linux 5.6 or later; use socket \
+             activation, or stop the incumbent before starting the daemon"
+        ),
+        _ => what,
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Answer {
     Incumbent(u32),
     /// Nobody listens at the path (no socket file, or a stale one).
     Nobody,
+    /// The incumbent refused the session (another one is open, or it is
+    /// recovering from a lost supervisor): the reason it gave.
+    Refused(String),
     /// Something answered, but not as an incumbent should.
     Unexpected(String),
 }
@@ -45,13 +48,19 @@ pub fn ask(control_socket: &Path, timeout: Duration) -> Answer {
                 ..
             },
         )) => {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            let mut sink = [0u8; 64];
-            // Bounded by the read timeout set above.
-            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-            Answer::Incumbent(pid)
+            close_politely(&mut stream, timeout);
+            // The kernel's word on who listens, not the peer's.
+            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            {
+                Ok(cred) if cred.pid() as u32 == pid => Answer::Incumbent(pid),
+                Ok(cred) => Answer::Unexpected(format!(
+                    "its Hello names pid {pid}, but the socket belongs to pid {}",
+                    cred.pid()
+                )),
+                Err(e) => Answer::Unexpected(format!("cannot read SO_PEERCRED: {e}")),
+            }
         }
-        Ok((_, Message::Refused { reason })) => Answer::Unexpected(format!("refused: {reason}")),
+        Ok((_, Message::Refused { reason })) => Answer::Refused(reason),
         Ok((_, other)) => Answer::Unexpected(format!(
             "got {} instead of Hello",
             handoff::protocol::short_name(&other)
@@ -61,6 +70,44 @@ pub fn ask(control_socket: &Path, timeout: Duration) -> Answer {
         }
         Err(e) => Answer::Unexpected(e.to_string()),
     }
+}
+
+/// End a probe session: shut down our side, then read until the incumbent
+/// closes its own, at most `timeout` in all (a peer that keeps sending is cut
+/// off there).
+fn close_politely(stream: &mut UnixStream, timeout: Duration) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + timeout;
+    let mut sink = [0u8; 64];
+    loop {
+        let left = handoff::util::remaining(deadline);
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+/// Ask until the answer is not a refusal (the incumbent refuses a session
+/// while another one closes, or while it recovers from a lost supervisor),
+/// at most `timeout`; the last answer otherwise.
+pub fn ask_until_not_refused(control_socket: &Path, timeout: Duration) -> Answer {
+    const POLL_STEP: Duration = Duration::from_millis(10);
+    let deadline = Instant::now() + timeout;
+    let mut last = Answer::Nobody;
+    let answered = handoff::util::poll_until(timeout, POLL_STEP, || {
+        let left = handoff::util::remaining(deadline).max(Duration::from_millis(1));
+        match ask(control_socket, left) {
+            Answer::Refused(why) => {
+                last = Answer::Refused(why);
+                None
+            }
+            other => Some(other),
+        }
+    });
+    answered.unwrap_or(last)
 }
 
 /// Poll the control socket until `child` answers `Hello` as the incumbent,
@@ -89,6 +136,7 @@ pub fn wait_until_answers(
                 last = format!("pid {answered} answers on the socket, not the child");
             }
             Answer::Nobody => last = "nothing listens on the control socket yet".into(),
+            Answer::Refused(why) => last = format!("refused: {why}"),
             Answer::Unexpected(why) => last = why,
         }
         None
