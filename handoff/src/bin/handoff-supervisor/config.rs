@@ -180,11 +180,7 @@ impl DaemonConfig {
         let listeners = string_table(raw.listeners, "listeners")?;
         for (name, addr) in &listeners {
             check_listener_name(name)?;
-            if addr.is_empty() {
-                return Err(format!(
-                    "listeners.{name}: empty address (want \"host:port\")"
-                ));
-            }
+            check_listener_address(name, addr)?;
         }
         let binary = if raw.service.binary.components().count() > 1 {
             resolve(raw.service.binary)
@@ -281,6 +277,40 @@ fn string_table(table: toml::Table, key: &str) -> Result<Vec<(String, String)>, 
 
 /// Names `LISTEN_FDNAMES` can carry: 1 to 255 printable ASCII characters,
 /// no `:`.
+/// `host:port` with a port number and, for a dotted numeric host, a real
+/// IPv4 address (else it would go to DNS as a name). Pure: resolving and
+/// binding are `--check`'s.
+fn check_listener_address(name: &str, addr: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "listeners.{name} = {addr:?}: {why} (want \"host:port\")"
+        ))
+    };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if port.parse::<u16>().is_err() {
+        return bad(&format!("{port:?} is not a port number (0 to 65535)"));
+    }
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && host.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return bad(&format!("{host:?} is not an IPv4 address"));
+    }
+    if host.starts_with('[') != host.ends_with(']')
+        || (host.starts_with('[')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_err())
+    {
+        return bad(&format!("{host:?} is not an IPv6 address"));
+    }
+    Ok(())
+}
+
 fn check_listener_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 255

@@ -246,7 +246,16 @@ pub fn run(cli: DaemonCli) -> i32 {
         return match DaemonConfig::load(&cli.config) {
             Ok(config) => {
                 println!("{config:#?}");
-                EXIT_STOPPED
+                let problems = crate::preflight::problems(&config, true);
+                for p in &problems {
+                    eprintln!("handoff-supervisor daemon: {}: {p}", cli.config.display());
+                }
+                if problems.is_empty() {
+                    println!("config {} is valid", cli.config.display());
+                    EXIT_STOPPED
+                } else {
+                    EXIT_START_FAILED
+                }
             }
             Err(e) => {
                 eprintln!("handoff-supervisor daemon: {e}");
@@ -275,6 +284,16 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
         }
         _ => None,
     };
+    // Fail now on what would fail later (the listeners are bound, or
+    // adopted, below: their errors come from there).
+    let problems = crate::preflight::problems(&config, false);
+    if !problems.is_empty() {
+        return Err(format!(
+            "{}: {}",
+            cli.config.display(),
+            problems.join(&format!("\n{}: ", cli.config.display()))
+        ));
+    }
     let trigger_listener = trigger::bind(&config.trigger_socket)?;
     let remove_trigger = || {
         let _ = std::fs::remove_file(&config.trigger_socket);
@@ -605,6 +624,8 @@ impl Daemon {
             _ => {}
         }
         let binary = binary.unwrap_or_else(|| self.binary.clone());
+        crate::preflight::executable(&binary)
+            .map_err(|why| format!("cannot hand off to {}: {why}", binary.display()))?;
         let spec = self.spawn_spec(binary.clone());
         let supervisor = Arc::clone(&self.supervisor);
         let tx = self.tx.clone();

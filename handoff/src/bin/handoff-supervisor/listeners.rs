@@ -57,7 +57,14 @@ impl Listeners {
             .map(|(name, addr)| {
                 TcpListener::bind(addr.as_str())
                     .map(|l| (name.clone(), l))
-                    .map_err(|e| format!("cannot bind {what} {name}={addr}: {e}"))
+                    .map_err(|e| {
+                        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                            ": another process listens there; stop it, or pick another address"
+                        } else {
+                            ""
+                        };
+                        format!("cannot bind {what} {name}={addr}: {e}{hint}")
+                    })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Listeners::Bound)

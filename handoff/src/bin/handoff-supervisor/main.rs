@@ -18,6 +18,7 @@ mod daemon;
 mod listeners;
 mod notify;
 mod oneshot;
+mod preflight;
 mod probe;
 mod trigger;
 

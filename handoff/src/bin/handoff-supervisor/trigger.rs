@@ -381,10 +381,31 @@ pub fn run_client(cli: TriggerCli) -> i32 {
     };
     let reply = match request(&socket, &line, Duration::from_millis(cli.timeout_ms)) {
         Ok(r) => r,
-        Err(e) => {
+        Err(RequestError::Unreachable(e)) => {
             eprintln!(
-                "handoff-supervisor trigger: {e}\nhandoff-supervisor trigger: next: is the daemon \
-                 running? check its trigger_socket ({}) and that you run as its user",
+                "handoff-supervisor trigger: cannot reach the daemon at {}: {e}\n\
+                 handoff-supervisor trigger: next: is the daemon running? check its \
+                 trigger_socket and that you run as its user",
+                socket.display()
+            );
+            return EXIT_ERROR;
+        }
+        Err(RequestError::NoReply(e)) if handoff::util::is_timeout(&e) => {
+            eprintln!(
+                "handoff-supervisor trigger: the daemon took the request but sent no reply \
+                 within --timeout-ms {}; it goes on regardless (a handoff runs to its end):\n\
+                 handoff-supervisor trigger: next: `handoff-supervisor trigger --socket {} \
+                 status` shows the outcome in last_handoff",
+                cli.timeout_ms,
+                socket.display()
+            );
+            return EXIT_ERROR;
+        }
+        Err(RequestError::NoReply(e)) => {
+            eprintln!(
+                "handoff-supervisor trigger: no reply from the daemon at {}: {e}\n\
+                 handoff-supervisor trigger: next: `status` shows whether the request ran \
+                 (last_handoff), and the daemon's log why it did not answer",
                 socket.display()
             );
             return EXIT_ERROR;
@@ -403,11 +424,32 @@ pub fn run_client(cli: TriggerCli) -> i32 {
     }
 }
 
-/// Send `line`, read the one-line reply (without its newline).
-pub fn request(socket: &Path, line: &str, timeout: Duration) -> std::io::Result<String> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+/// Why a request got no reply.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Nothing was sent: the socket could not be connected to.
+    Unreachable(std::io::Error),
+    /// Sent (the daemon may be acting on it), but no reply came.
+    NoReply(std::io::Error),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Unreachable(e) => write!(f, "cannot connect: {e}"),
+            RequestError::NoReply(e) => write!(f, "no reply: {e}"),
+        }
+    }
+}
+
+/// Send `line`, read the one-line reply (without its newline), waiting at
+/// most `timeout` for it.
+pub fn request(socket: &Path, line: &str, timeout: Duration) -> Result<String, RequestError> {
+    let mut stream = UnixStream::connect(socket).map_err(RequestError::Unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .and_then(|()| stream.set_write_timeout(Some(READ_TIMEOUT)))
+        .map_err(RequestError::Unreachable)?;
     // A daemon that refuses a peer replies and closes without reading: the
     // write may then fail (EPIPE) while the refusal waits to be read.
     let sent = writeln!(stream, "{line}").and_then(|()| stream.shutdown(std::net::Shutdown::Write));
@@ -416,12 +458,12 @@ pub fn request(socket: &Path, line: &str, timeout: Duration) -> std::io::Result<
     if !reply.is_empty() {
         return Ok(reply.trim_end().to_string());
     }
-    sent?;
-    read?;
-    Err(std::io::Error::new(
+    sent.map_err(RequestError::NoReply)?;
+    read.map_err(RequestError::NoReply)?;
+    Err(RequestError::NoReply(std::io::Error::new(
         ErrorKind::UnexpectedEof,
         "the daemon closed the connection without a reply",
-    ))
+    )))
 }
 
 #[cfg(test)]
