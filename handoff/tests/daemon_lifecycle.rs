@@ -379,3 +379,47 @@ fn sigterm_during_a_handoff_lets_it_finish_then_stops_the_service() {
         "the service outlived the daemon"
     );
 }
+
+#[test]
+fn an_adopted_incumbent_that_dies_is_noticed_at_once_and_never_reported_serving() {
+    let setup = Setup::http();
+    let mut first = setup.start();
+    let orphan = incumbent_pid(&first.status().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_exit(&mut first.child, "the first daemon to die", DEADLINE);
+    let mut second = setup.start();
+    assert_eq!(incumbent_pid(&second.status().unwrap()), orphan);
+
+    let watched = handoff::fd::PidFd::open(orphan).unwrap();
+    watched
+        .send_signal(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    assert!(
+        watched.wait_exited(Some(DEADLINE)).unwrap(),
+        "the orphan to die"
+    );
+    let died = Instant::now();
+    // The daemon notices by itself, through the pidfd, not at a poll (no
+    // status request in between: answering one reaps first).
+    let noticed = daemon_support::wait_for("the exit in the daemon's log", DEADLINE, || {
+        setup
+            .stderr()
+            .contains("gone (adopted: exit status unknown)")
+            .then(Instant::now)
+    });
+    eprintln!("noticed {:?} after the exit", noticed - died);
+    assert!(noticed - died < std::time::Duration::from_millis(300));
+    let status = second.status().unwrap();
+    assert!(
+        !(status["state"] == "serving" && status["incumbent_pid"] == orphan),
+        "{status}"
+    );
+    second.wait_status("a restarted incumbent", |s| {
+        s["state"] == "serving" && s["incumbent_pid"].as_u64() != Some(u64::from(orphan))
+    });
+    drop(first);
+}
