@@ -77,6 +77,9 @@ pub fn write_message<W: Write>(w: &mut W, version: ProtoVersion, msg: &Message) 
 /// [`Error::PeerClosed`]; an end of stream inside a frame is
 /// [`Error::TruncatedFrame`]; a socket read timeout surfaces as
 /// [`Error::Io`] with kind `WouldBlock`/`TimedOut` (see [`Error::is_timeout`]).
+///
+/// The reader's own timeouts bound each read, not the frame: on a socket,
+/// use [`read_message_within`] or [`read_frame`], which bound the frame.
 pub fn read_message<R: Read>(r: &mut R) -> Result<(ProtoVersion, Message)> {
     let mut header = [0u8; HEADER_LEN];
     let got = read_full(r, &mut header)?;
@@ -101,8 +104,53 @@ pub fn read_message<R: Read>(r: &mut R) -> Result<(ProtoVersion, Message)> {
     Ok((version, decode_payload(&payload)?))
 }
 
-/// Read one frame from a socket within `timeout`, for a session in which
-/// we await `awaiting`. Timeouts become [`Error::Timeout`] and a clean end
+/// Read one frame from a socket, the *whole frame* within `timeout`: the
+/// socket's read timeout is set to the time left before every read, so a
+/// peer that sends a byte now and then cannot stretch one frame past it. A
+/// frame not complete in time is [`Error::Io`] with kind `TimedOut`, as
+/// [`read_message`]'s socket timeouts are. The socket's read timeout is
+/// left unset afterwards.
+///
+/// Use this (or [`read_frame`]) on sockets: [`read_message`] over a socket
+/// with `SO_RCVTIMEO` bounds each read, not the frame.
+pub fn read_message_within(
+    stream: &mut std::os::unix::net::UnixStream,
+    timeout: std::time::Duration,
+) -> Result<(ProtoVersion, Message)> {
+    let mut bounded = DeadlineStream {
+        stream,
+        deadline: std::time::Instant::now() + timeout,
+    };
+    let r = read_message(&mut bounded);
+    let _ = bounded.stream.set_read_timeout(None);
+    r
+}
+
+/// A socket whose every read is bounded by what is left before one
+/// deadline.
+struct DeadlineStream<'a> {
+    stream: &'a mut std::os::unix::net::UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl Read for DeadlineStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = crate::util::remaining(self.deadline);
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the frame did not arrive whole before its deadline",
+            ));
+        }
+        // SO_RCVTIMEO has microsecond resolution and zero means "none".
+        self.stream
+            .set_read_timeout(Some(left.max(std::time::Duration::from_micros(1))))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Read one frame from a socket within `timeout` (the whole frame, as
+/// [`read_message_within`]), for a session in which we await `awaiting`. Timeouts become [`Error::Timeout`] and a clean end
 /// of stream [`Error::PeerClosed`], both naming `awaiting`. With `session`
 /// set (after the handshake), the frame must carry the negotiated version
 /// and, if its message has one, the session's handoff_id.
@@ -112,10 +160,7 @@ pub fn read_frame(
     timeout: std::time::Duration,
     awaiting: &'static str,
 ) -> Result<(ProtoVersion, Message)> {
-    stream.set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))?;
-    let r = read_message(stream);
-    let _ = stream.set_read_timeout(None);
-    let (v, msg) = match r {
+    let (v, msg) = match read_message_within(stream, timeout) {
         Ok(x) => x,
         Err(Error::Io(e)) if crate::util::is_timeout(&e) => return Err(Error::Timeout(awaiting)),
         Err(Error::PeerClosed(_)) => return Err(Error::PeerClosed(awaiting)),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use handoff::frame::read_message;
+use handoff::frame::read_message_within;
 use handoff::{Error, Message, Side, SupervisorTimeouts};
 
 /// What one connection to the control socket found.
@@ -38,8 +38,8 @@ pub fn ask(control_socket: &Path, timeout: Duration) -> Answer {
         }
         Err(e) => return Answer::Unexpected(format!("connect: {e}")),
     };
-    let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
-    match read_message(&mut stream) {
+    // The whole Hello within `timeout`, however slowly it drips in.
+    match read_message_within(&mut stream, timeout) {
         Ok((
             _,
             Message::Hello {
