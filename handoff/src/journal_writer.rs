@@ -62,10 +62,23 @@ pub(crate) enum When {
 /// handoff (recovery does not depend on the phase; see ARCHITECTURE.md).
 pub(crate) const COALESCE_WINDOW: Duration = Duration::from_millis(5);
 
+/// Longest [`JournalWriter::flush`] waits for the disk unless told
+/// otherwise ([`JournalWriter::set_deadline`]): a hung `fsync` becomes
+/// `Timeout` instead of hanging the supervisor.
+pub(crate) const DEFAULT_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What `flush` names when the disk does not answer in time.
+pub(crate) const FLUSH_TIMEOUT: &str = "the journal's durable write (fsync)";
+
+/// The durable operation itself; replaced in tests to stall or panic.
+type Perform = dyn Fn(&JournalOp, &Path) -> Result<()> + Send + Sync;
+
 pub(crate) struct JournalWriter {
     path: PathBuf,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    perform: Arc<Perform>,
+    deadline: Mutex<Duration>,
 }
 
 struct Shared {
@@ -88,6 +101,9 @@ struct State {
     /// The first failure not yet reported to the caller.
     failed: Option<Error>,
     shutdown: bool,
+    /// The writer thread has ended (it only does on shutdown, unless a bug
+    /// killed it): waiting for it would never end.
+    dead: bool,
 }
 
 impl Shared {
@@ -100,6 +116,10 @@ impl JournalWriter {
     /// A writer for the journal at `path`. Its thread starts with the first
     /// recorded operation.
     pub(crate) fn new(path: PathBuf) -> Self {
+        Self::with_operation(path, Arc::new(perform_durably))
+    }
+
+    fn with_operation(path: PathBuf, perform: Arc<Perform>) -> Self {
         Self {
             path,
             shared: Arc::new(Shared {
@@ -107,7 +127,20 @@ impl JournalWriter {
                 changed: Condvar::new(),
             }),
             thread: Mutex::new(None),
+            perform,
+            deadline: Mutex::new(DEFAULT_FLUSH_DEADLINE),
         }
+    }
+
+    /// How long [`flush`](Self::flush) (and dropping the writer) waits for
+    /// the disk before giving up with [`Error::Timeout`].
+    #[allow(dead_code)] // for the supervisor to bound a flush by its handoff
+    pub(crate) fn set_deadline(&self, deadline: Duration) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+    }
+
+    fn deadline(&self) -> Duration {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -120,9 +153,23 @@ impl JournalWriter {
     /// soon and wants written in the meantime). An earlier background
     /// failure not yet reported is returned instead (and the operation is
     /// still recorded, so a clear always goes through).
+    ///
+    /// If the writer thread cannot be started, the operation is carried out
+    /// here, at once, and the start failure is returned: nothing recorded
+    /// is ever left without a writer.
     pub(crate) fn record(&self, op: JournalOp, when: When) -> Result<()> {
         let write_now = when == When::Now;
-        self.ensure_thread()?;
+        if let Err(e) = self.ensure_thread() {
+            tracing::warn!(target: events::JOURNAL, error = %e, op = %op.describe(), "cannot start the journal writer thread; writing on the caller's thread");
+            (self.perform)(&op, &self.path)?;
+            return Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot start the journal writer thread ({e}); {} was done synchronously",
+                    op.describe()
+                ),
+            )));
+        }
         let mut st = self.shared.lock();
         st.pending = Some(op);
         st.write_now |= write_now;
@@ -136,39 +183,62 @@ impl JournalWriter {
         }
     }
 
-    /// Wait until every recorded operation is on disk; report the first
-    /// failure since the last report.
+    /// Wait until every recorded operation is on disk, at most the
+    /// writer's deadline ([`set_deadline`](Self::set_deadline)); report the
+    /// first failure since the last report. A disk that does not finish in
+    /// time is `Timeout(FLUSH_TIMEOUT)` (the write goes on in the
+    /// background); a writer thread that died is an error.
     pub(crate) fn flush(&self) -> Result<()> {
-        let mut st = self.wait_idle();
+        self.flush_within(self.deadline())
+    }
+
+    /// [`flush`](Self::flush), waiting at most `timeout`.
+    pub(crate) fn flush_within(&self, timeout: Duration) -> Result<()> {
+        let mut st = self.wait_idle(timeout)?;
         match st.failed.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Wait until every recorded operation is done, leaving any failure for
-    /// the next [`flush`](Self::flush) or [`record`](Self::record).
+    /// Wait until every recorded operation is done (at most the writer's
+    /// deadline), leaving any failure for the next [`flush`](Self::flush)
+    /// or [`record`](Self::record).
     pub(crate) fn settle(&self) {
-        drop(self.wait_idle());
+        if let Err(e) = self.wait_idle(self.deadline()) {
+            tracing::warn!(target: events::JOURNAL, error = %e, path = %self.path.display(), "the journal writer did not settle");
+        }
     }
 
-    fn wait_idle(&self) -> MutexGuard<'_, State> {
+    fn wait_idle(&self, timeout: Duration) -> Result<MutexGuard<'_, State>> {
         let mut st = self.shared.lock();
         if st.pending.is_none() && !st.busy {
-            return st;
+            return Ok(st);
         }
         st.urgent += 1;
         self.shared.changed.notify_all();
-        // Bounded by the writer's own I/O: each operation is one durable
-        // write or unlink, nothing else runs on that thread, and `urgent`
-        // makes it skip the coalescing window.
-        let mut st = self
+        // `urgent` makes the writer skip the coalescing window; the disk
+        // itself is bounded by `timeout`.
+        let (mut st, waited) = self
             .shared
             .changed
-            .wait_while(st, |st| st.pending.is_some() || st.busy)
+            .wait_timeout_while(st, timeout, |st| {
+                (st.pending.is_some() || st.busy) && !st.dead
+            })
             .unwrap_or_else(|p| p.into_inner());
         st.urgent -= 1;
-        st
+        if st.pending.is_some() || st.busy {
+            if st.dead {
+                return Err(Error::Protocol(format!(
+                    "the journal writer thread ended with work left; {} may lag behind \
+                     (a bug: please report it)",
+                    self.path.display()
+                )));
+            }
+            debug_assert!(waited.timed_out());
+            return Err(Error::Timeout(FLUSH_TIMEOUT));
+        }
+        Ok(st)
     }
 
     /// Wait, at most `timeout`, until the writer has caught up on its own
@@ -184,17 +254,28 @@ impl JournalWriter {
         !waited.timed_out()
     }
 
-    fn ensure_thread(&self) -> Result<()> {
+    /// Start the writer thread if none runs (first use, or it died).
+    fn ensure_thread(&self) -> std::io::Result<()> {
         let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if thread.is_none() {
-            let shared = Arc::clone(&self.shared);
-            let path = self.path.clone();
-            *thread = Some(
-                std::thread::Builder::new()
-                    .name("handoff-journal".into())
-                    .spawn(move || run(&shared, &path))?,
-            );
+        if thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
         }
+        if let Some(old) = thread.take() {
+            let _ = old.join();
+        }
+        let shared = Arc::clone(&self.shared);
+        let path = self.path.clone();
+        let perform = Arc::clone(&self.perform);
+        #[cfg(test)]
+        if FAIL_THREAD_START.with(|f| f.get()) {
+            return Err(std::io::Error::other("thread start refused by the test"));
+        }
+        *thread = Some(
+            std::thread::Builder::new()
+                .name("handoff-journal".into())
+                .spawn(move || run(&shared, &path, &*perform))?,
+        );
+        self.shared.lock().dead = false;
         Ok(())
     }
 }
@@ -203,23 +284,56 @@ impl Drop for JournalWriter {
     /// Finish what was recorded (a one-shot supervisor exits right after its
     /// handoff: the clear must land first), then stop the thread.
     fn drop(&mut self) {
-        if let Err(e) = self.flush() {
+        let flushed = self.flush();
+        if let Err(e) = &flushed {
             tracing::warn!(target: events::JOURNAL, error = %e, path = %self.path.display(), "journal write failed; the next supervisor start will recover from what is on disk");
         }
         self.shared.lock().shutdown = true;
         self.shared.changed.notify_all();
-        if let Some(t) = self
+        let thread = self
             .thread
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .take();
+        // A writer stuck in the disk is left behind rather than waited for.
+        if let Some(t) = thread
+            && !matches!(flushed, Err(Error::Timeout(_)))
         {
             let _ = t.join();
         }
     }
 }
 
-fn run(shared: &Shared, path: &Path) {
+/// The durable operation: atomic replace, or unlink; each with its fsyncs.
+fn perform_durably(op: &JournalOp, path: &Path) -> Result<()> {
+    match op {
+        JournalOp::Write(j) => j.write_atomic(path),
+        JournalOp::Clear => StateJournal::delete(path),
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`JournalWriter::ensure_thread`] fail, as `spawn` can.
+    static FAIL_THREAD_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the writer dead when its thread ends, however it ends, and wakes
+/// whoever waits for it.
+struct Ended<'a>(&'a Shared);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.dead = true;
+        st.busy = false;
+        drop(st);
+        self.0.changed.notify_all();
+    }
+}
+
+fn run(shared: &Shared, path: &Path, perform: &Perform) {
+    let _ended = Ended(shared);
     loop {
         let op = {
             let mut st = shared.lock();
@@ -249,10 +363,20 @@ fn run(shared: &Shared, path: &Path) {
                 st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         };
-        let result = match &op {
-            JournalOp::Write(j) => j.write_atomic(path),
-            JournalOp::Clear => StateJournal::delete(path),
-        };
+        // A panic in the operation (a bug) fails that operation; the
+        // writer carries on, and `busy` is always cleared.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(&op, path)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(Error::Protocol(format!(
+                    "the journal writer panicked during {} ({what}; a bug: please report it)",
+                    op.describe()
+                )))
+            });
         match &result {
             Ok(()) => {
                 tracing::debug!(target: events::JOURNAL, op = %op.describe(), "journal durable")
@@ -364,5 +488,106 @@ mod tests {
         // ... whose own failure the flush then reports.
         assert!(w.flush().is_err());
         assert!(w.flush().is_ok(), "each failure is reported once");
+    }
+
+    /// An operation that blocks until released: a hung `fsync`.
+    fn stalled() -> (Arc<Perform>, std::sync::mpsc::Sender<()>) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let perform: Arc<Perform> = Arc::new(move |op: &JournalOp, path: &Path| {
+            let _ = released.lock().unwrap().recv();
+            perform_durably(op, path)
+        });
+        (perform, release)
+    }
+
+    #[test]
+    fn a_hung_disk_is_a_named_timeout_and_the_write_lands_once_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (perform, release) = stalled();
+        let w = JournalWriter::with_operation(path.clone(), perform);
+        w.record(JournalOp::Write(entry(Phase::Draining)), When::Now)
+            .unwrap();
+        let started = Instant::now();
+        let got = w.flush_within(Duration::from_millis(100));
+        assert!(matches!(got, Err(Error::Timeout(FLUSH_TIMEOUT))), "{got:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        release.send(()).unwrap();
+        w.flush().unwrap();
+        assert_eq!(
+            StateJournal::read(&path).unwrap().unwrap().phase,
+            Phase::Draining
+        );
+    }
+
+    #[test]
+    fn dropping_a_writer_stuck_in_the_disk_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let (perform, _release) = stalled();
+        let w = JournalWriter::with_operation(dir.path().join("journal"), perform);
+        w.set_deadline(Duration::from_millis(50));
+        w.record(JournalOp::Clear, When::Now).unwrap();
+        let started = Instant::now();
+        drop(w);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_panicking_operation_is_an_error_and_the_writer_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&calls);
+        let perform: Arc<Perform> = Arc::new(move |op: &JournalOp, path: &Path| {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                panic!("injected");
+            }
+            perform_durably(op, path)
+        });
+        let w = JournalWriter::with_operation(path.clone(), perform);
+        w.set_deadline(Duration::from_secs(10));
+        w.record(JournalOp::Write(entry(Phase::Draining)), When::Now)
+            .unwrap();
+        let got = w.flush();
+        assert!(
+            matches!(&got, Err(Error::Protocol(m)) if m.contains("panicked")),
+            "{got:?}"
+        );
+        w.record(JournalOp::Write(entry(Phase::Sealing)), When::Now)
+            .unwrap();
+        w.flush().unwrap();
+        assert_eq!(
+            StateJournal::read(&path).unwrap().unwrap().phase,
+            Phase::Sealing
+        );
+    }
+
+    #[test]
+    fn a_writer_thread_that_cannot_start_is_an_error_and_a_clear_still_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        entry(Phase::Sealing).write_atomic(&path).unwrap();
+        let w = JournalWriter::new(path.clone());
+        FAIL_THREAD_START.with(|f| f.set(true));
+        let got = w.record(JournalOp::Clear, When::Coalesced);
+        FAIL_THREAD_START.with(|f| f.set(false));
+        assert!(
+            matches!(&got, Err(Error::Io(e)) if e.to_string().contains("writer thread")),
+            "{got:?}"
+        );
+        assert!(
+            StateJournal::read(&path).unwrap().is_none(),
+            "the clear went through"
+        );
+        w.flush().unwrap();
     }
 }
