@@ -106,6 +106,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: http_server CONTROL_SOCKET DATA_DIR".into());
     };
     let (control, data_dir) = (Path::new(control), Path::new(data_dir));
+    // Everything that can fail comes first: a successor must not fail after
+    // `Ready`, when its supervisor has committed and the old incumbent exits.
+    let config = IncumbentConfig::from_env()?;
     let (incumbent, listener) = match handoff::detect_role()? {
         Role::ColdStart { listeners } => {
             let mut http = listeners.into_iter().filter(|(name, _)| name == "http");
@@ -135,7 +138,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     server.accept()?;
     // Serve supervisor sessions; returns once a successor has taken over.
-    let config = IncumbentConfig::from_env()?;
     incumbent.with_config(config).serve(&mut server)?;
     Ok(())
 }

@@ -667,20 +667,31 @@ static HANDOFF_ENV_TAKEN: AtomicBool = AtomicBool::new(false);
 /// The variables (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`,
 /// `HANDOFF_ROLE`, `HANDOFF_SOCK_FD`) are removed from the environment
 /// whatever the outcome, like `sd_listen_fds(unset_environment = 1)`, so no
-/// process spawned later inherits them. **Call this at start-up, before the
-/// process has spawned any thread**: changing the environment while another
-/// thread may read it (`getenv` in C code, for instance) is undefined
-/// behaviour. Calls after the first find nothing.
+/// process spawned later inherits them, **when this is the process's only
+/// thread** (checked in `/proc/self/status`; changing the environment while
+/// another thread may read it is undefined behaviour). With other threads
+/// running they are left as they are, which is sound and harmless for the
+/// FDs: this process takes them once (calls after the first find nothing),
+/// a child sees `LISTEN_PID` naming another process, and
+/// [`pass_listener_fds_on_spawn`] strips them from every child it starts.
+/// Call it at start-up, before spawning threads, to have them cleared, or
+/// clear them later with [`clear_handoff_env`].
 pub fn take_handoff_env() -> Result<InheritedFds> {
     if HANDOFF_ENV_TAKEN.swap(true, Ordering::SeqCst) {
         return Ok((Vec::new(), None));
     }
     let get = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
     let parsed = parse_handoff_env(&get, std::process::id());
-    for name in HANDOFF_ENV_VARS {
-        // SAFETY: the caller promises (see the doc comment) that no other
-        // thread exists yet, so nothing reads the environment concurrently.
-        unsafe { std::env::remove_var(name) };
+    if is_single_threaded() {
+        // SAFETY: this is the process's only thread (checked just above, and
+        // only this thread could start another one), so nothing reads the
+        // environment concurrently.
+        unsafe { clear_handoff_env() };
+    } else if HANDOFF_ENV_VARS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        tracing::debug!("other threads run: the handoff environment variables are left set");
     }
     let parsed = parsed?;
 
@@ -720,6 +731,36 @@ pub fn take_handoff_env() -> Result<InheritedFds> {
     }
     let control = parsed.successor_sock_fd.map(take).transpose()?;
     Ok((listeners, control))
+}
+
+/// Remove the handoff environment variables (`LISTEN_FDS`,
+/// `LISTEN_FDNAMES`, `LISTEN_PID`, `HANDOFF_ROLE`, `HANDOFF_SOCK_FD`).
+///
+/// # Safety
+///
+/// No other thread may read or write the environment while this runs
+/// (`std::env::remove_var`'s contract): call it while the process has one
+/// thread, or when every other thread is known not to touch the
+/// environment (including through C's `getenv`).
+pub unsafe fn clear_handoff_env() {
+    for name in HANDOFF_ENV_VARS {
+        // SAFETY: passed on from this function's own contract.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// True when the calling thread is the only one in the process, per the
+/// `Threads:` line of `/proc/self/status`; false when it cannot be read.
+fn is_single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        })
+        == Some(1)
 }
 
 /// The FDs open in this process, ascending, from `/proc/self/fd` (without the

@@ -49,8 +49,10 @@ pub enum Role {
 
 /// Read the handoff environment (`HANDOFF_ROLE`, `HANDOFF_SOCK_FD`,
 /// `LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`), take the FDs it names, and
-/// clear it so children do not inherit it. Call at start-up, before
-/// spawning threads. Also validates `HANDOFF_CRASH_AT`.
+/// clear it so children do not inherit it when that is sound: see
+/// [`fd::take_handoff_env`] (call it at start-up, before spawning threads,
+/// for the clearing). Also validates `HANDOFF_CRASH_AT` and the successor's
+/// `HANDOFF_*_MS` settings.
 pub fn detect_role() -> Result<Role> {
     crate::crash::check_env()?;
     let (listeners, sock) = fd::take_handoff_env()?;
@@ -399,18 +401,51 @@ impl BegunSuccessor {
             None => bind_temporary(socket_path)?,
         };
         crash_here!(points::N_AFTER_TEMP_BOUND);
+        // Everything that can fail is done before `Ready`: once it is sent
+        // the supervisor commits and the old incumbent exits, so a failure
+        // after it would leave no writer at all.
+        let before_ready = IncumbentConfig::from_env().and_then(|config| {
+            check_rename_target(socket_path)?;
+            Ok(config)
+        });
+        let config = match before_ready {
+            Ok(config) => config,
+            Err(e) => {
+                discard_temporary(&temp);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.send_ready(readiness) {
             discard_temporary(&temp);
             drop(lock);
             return Err(e);
         }
+        // Same directory (no EXDEV), a directory we just bound in, and a
+        // target checked above: only another process interfering between
+        // here and the check can make these fail.
         let leftover_dir = publish_keeping_dir(&temp, socket_path)?;
         crash_here!(points::N_AFTER_CONTROL_BOUND);
         tracing::info!(target: events::SUCCESSOR_BOUND, handoff_id = %self.handoff_id, path = %socket_path.display(), "control socket bound: incumbent now");
         Ok(Incumbent::from_parts(listener, socket_path, lock)?
             .with_leftover_dir(leftover_dir)
             .with_build_id(self.build_id)
-            .with_config(IncumbentConfig::from_env()?))
+            .with_config(config))
+    }
+}
+
+/// The control path must be replaceable by a rename of our socket: absent,
+/// or anything but a directory (rename(2) over a directory fails).
+fn check_rename_target(socket_path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(socket_path) {
+        Ok(m) if m.is_dir() => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            format!(
+                "the control socket path {} is a directory: the new control socket cannot \
+                 replace it",
+                socket_path.display()
+            ),
+        ))),
+        _ => Ok(()),
     }
 }
 

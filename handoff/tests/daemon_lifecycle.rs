@@ -423,3 +423,31 @@ fn an_adopted_incumbent_that_dies_is_noticed_at_once_and_never_reported_serving(
     });
     drop(first);
 }
+
+#[test]
+fn a_successor_with_a_bad_setting_fails_before_ready_and_the_incumbent_serves_on() {
+    let setup = Setup::http();
+    let mut daemon = setup.start();
+    let before = daemon.status().unwrap();
+    let incumbent = incumbent_pid(&before);
+    // The same service, with a setting it can only reject.
+    let wrapper = setup.path("bad-heartbeat.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nHANDOFF_HEARTBEAT_MS=soon exec {} \"$@\"\n",
+            setup.binary.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reply = daemon
+        .request(&format!("handoff {}", wrapper.display()))
+        .unwrap();
+    assert!(!reply.starts_with("committed"), "{reply}");
+    let status = daemon.status().unwrap();
+    assert_eq!(incumbent_pid(&status), incumbent, "{status}");
+    assert_eq!(status["restarts"], 0, "{status}");
+    assert!(served_by(&http_get(&daemon.listener_addr("http")).unwrap()) == incumbent);
+    assert!(daemon.terminate().success());
+}
