@@ -45,9 +45,25 @@ fn every_event_and_metric_name_is_documented() {
 
 #[test]
 fn the_example_config_is_accepted_by_the_daemon() {
+    // `--check` also checks the machine (directories, the binary, the
+    // port): give the example's paths and port ones that exist here.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::create_dir(&lib).unwrap();
+    let example = read("docs/handoff-supervisor.toml");
+    let here = example
+        .replace("/run/svc", run.to_str().unwrap())
+        .replace("/var/lib/svc", lib.to_str().unwrap())
+        .replace("/usr/bin/svc", "/bin/true")
+        .replace("0.0.0.0:8080", "127.0.0.1:0");
+    assert_ne!(here, example, "the example's paths changed: update this test");
+    let config = dir.path().join("handoff-supervisor.toml");
+    std::fs::write(&config, here).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff-supervisor"))
         .args(["daemon", "--check", "--config"])
-        .arg(repo_file("docs/handoff-supervisor.toml"))
+        .arg(&config)
         .output()
         .expect("run handoff-supervisor daemon --check");
     assert!(
