@@ -1,11 +1,15 @@
 //! An HTTP server that upgrades without dropping a request (docs/embedding.md):
 //! `http_server CONTROL_SOCKET DATA_DIR`, under a supervisor that passes it a
-//! listener named `http`. Every request is answered `200` with the pid.
+//! listener named `http`. Every request is answered `200` with the pid;
+//! `POST /write?v=VALUE` first appends `VALUE` to `DATA_DIR/writes.log` and
+//! fsyncs it (an acknowledged write is durable), and `GET /log` answers the
+//! log itself. Only the process holding the data dir's flock serves, so the
+//! log has one writer at a time.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::{fd::AsFd, unix::net::UnixStream};
-use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::thread::{JoinHandle, spawn};
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use handoff::{SealError, SealReport};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 static IN_FLIGHT: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new()); // requests, answered
+static WRITES: OnceLock<Mutex<PathBuf>> = OnceLock::new(); // the log; one append at a time
 
 struct Server {
     listener: TcpListener,
@@ -90,13 +95,50 @@ fn accept_loop(listener: TcpListener, wake: UnixStream) {
 
 fn respond(mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let (mut reader, mut line) = (BufReader::new((&stream).take(8192)), String::new());
+    let (mut reader, mut request, mut line) = (
+        BufReader::new((&stream).take(8192)),
+        String::new(),
+        String::new(),
+    );
+    reader.read_line(&mut request)?;
     while reader.read_line(&mut line)? > 2 {
-        line.clear(); // skip the request line and headers, up to the blank line
+        line.clear(); // skip the headers, up to the blank line
     }
-    let body = format!("pid={}\n", std::process::id());
-    let head = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length";
+    let pid = std::process::id();
+    let body = match request.split_whitespace().take(2).collect::<Vec<_>>()[..] {
+        ["POST", target] if target.starts_with("/write?v=") => {
+            append(&target["/write?v=".len()..]).map(|()| format!("pid={pid}\n"))
+        }
+        ["GET", "/log"] => std::fs::read_to_string(&*log_path().lock().unwrap()),
+        _ => Ok(format!("pid={pid}\n")),
+    };
+    let (status, body) = match body {
+        Ok(body) => ("200 OK", body),
+        Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+    };
+    let head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length");
     write!(stream, "{head}: {}\r\n\r\n{body}", body.len())
+}
+
+fn log_path() -> &'static Mutex<PathBuf> {
+    WRITES.get().expect("set in main")
+}
+
+/// Append one line to the log, durably, before the write is acknowledged.
+fn append(value: &str) -> std::io::Result<()> {
+    let path = log_path().lock().unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&*path)?;
+    let created = log.metadata()?.len() == 0;
+    writeln!(log, "{value}")?;
+    log.sync_data()?;
+    if created {
+        // The new file's name must be durable too.
+        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -109,6 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Everything that can fail comes first: a successor must not fail after
     // `Ready`, when its supervisor has committed and the old incumbent exits.
     let config = IncumbentConfig::from_env()?;
+    let _ = WRITES.set(Mutex::new(data_dir.join("writes.log")));
     let (incumbent, listener) = match handoff::detect_role()? {
         Role::ColdStart { listeners } => {
             let mut http = listeners.into_iter().filter(|(name, _)| name == "http");

@@ -228,18 +228,6 @@ fn the_daemon_refuses_to_start_on_what_check_catches() {
 }
 
 #[test]
-fn a_handoff_to_a_bad_binary_names_it() {
-    let setup = daemon_support::Setup::http();
-    let daemon = setup.start();
-    let reply = daemon.request("handoff /nonexistent/svc-2").unwrap();
-    assert!(
-        reply.starts_with("error: cannot hand off to /nonexistent/svc-2: ")
-            && reply.contains("No such file"),
-        "{reply}"
-    );
-}
-
-#[test]
 fn a_trigger_that_times_out_after_sending_does_not_ask_whether_the_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("trigger.sock");

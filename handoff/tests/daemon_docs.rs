@@ -58,7 +58,10 @@ fn the_example_config_is_accepted_by_the_daemon() {
         .replace("/var/lib/svc", lib.to_str().unwrap())
         .replace("/usr/bin/svc", "/bin/true")
         .replace("0.0.0.0:8080", "127.0.0.1:0");
-    assert_ne!(here, example, "the example's paths changed: update this test");
+    assert_ne!(
+        here, example,
+        "the example's paths changed: update this test"
+    );
     let config = dir.path().join("handoff-supervisor.toml");
     std::fs::write(&config, here).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff-supervisor"))

@@ -109,15 +109,18 @@ fn the_trigger_socket_is_private_and_answers_status_and_errors() {
 
     let reply = daemon.request("reload everything").unwrap();
     assert!(reply.starts_with("error: unknown request"), "{reply}");
-    // A handoff to a binary that does not exist fails before anything
-    // changes; the incumbent serves on.
+    // A handoff to a binary that does not exist is refused before anything
+    // starts (no handoff is counted); the incumbent serves on.
     let before = incumbent_pid(&status);
     let reply = daemon.request("handoff /nonexistent/successor").unwrap();
-    assert!(reply.starts_with("error: "), "{reply}");
+    assert!(
+        reply.starts_with("error: cannot hand off to /nonexistent/successor: "),
+        "{reply}"
+    );
     let status = daemon.status().unwrap();
     assert_eq!(incumbent_pid(&status), before);
-    assert_eq!(status["handoffs"]["failed"], 1, "{status}");
-    assert_eq!(status["last_handoff"]["result"], "failed", "{status}");
+    assert_eq!(status["handoffs"]["failed"], 0, "{status}");
+    assert_eq!(status["last_handoff"], serde_json::Value::Null, "{status}");
     let body = http_get(&daemon.listener_addr("http")).expect("still serving");
     assert_eq!(served_by(&body), before);
 

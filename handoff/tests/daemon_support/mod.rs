@@ -331,12 +331,20 @@ pub fn trigger_line(socket: &Path, line: &str) -> Result<String, String> {
 /// One `GET /` over a fresh connection; `Ok(body)` for a `200`, `Err(why)`
 /// for anything else (refused, reset, timeout, other status, short body).
 pub fn http_get(addr: &str) -> Result<String, String> {
+    http_request(addr, "GET /")
+}
+
+/// One request (`"METHOD /target"`, no body) over a fresh connection, as
+/// [`http_get`].
+pub fn http_request(addr: &str, request: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("{request} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .map_err(|e| format!("write: {e}"))?;
     let mut response = Vec::new();
     stream
