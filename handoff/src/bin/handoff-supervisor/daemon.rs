@@ -671,8 +671,10 @@ impl Daemon {
                 let id = outcome.handoff_id;
                 let new = match outcome.child {
                     Some(child) => Incumbent::Owned(child),
-                    None => match probe::ask(&self.config.control_socket, self.timeouts.hello_read)
-                    {
+                    None => match probe::ask_until_not_refused(
+                        &self.config.control_socket,
+                        self.timeouts.hello_read,
+                    ) {
                         // Not expected (the library hands the child over on
                         // commit); keep track of whoever answers.
                         Answer::Incumbent(pid) => match handoff::fd::PidFd::open(pid) {
