@@ -132,7 +132,9 @@ fn append(value: &str) -> std::io::Result<()> {
         .append(true)
         .open(&*path)?;
     let created = log.metadata()?.len() == 0;
-    writeln!(log, "{value}")?;
+    // One write(2) of the whole line: a process killed between two writes
+    // would leave half a line for the next append to run into.
+    log.write_all(format!("{value}\n").as_bytes())?;
     log.sync_data()?;
     if created {
         // The new file's name must be durable too.

@@ -61,12 +61,15 @@ struct Clients {
     threads: Vec<std::thread::JoinHandle<ClientLog>>,
     /// When the last request was served, by any thread.
     last_served: Arc<std::sync::Mutex<Instant>>,
+    /// When the clients started (errors are timed from here).
+    began: Instant,
 }
 
 impl Clients {
     fn start(addr: &str, n: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let last_served = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let began = Instant::now();
+        let last_served = Arc::new(std::sync::Mutex::new(began));
         let threads = (0..n)
             .map(|thread| {
                 let (addr, stop, last_served) = (
@@ -97,12 +100,16 @@ impl Clients {
                             }
                             Err(e) if e.contains("Connection refused") => {
                                 log.refused += 1;
-                                log.last_errors.push(e);
+                                if log.last_errors.len() < 5 {
+                                    log.last_errors
+                                        .push(format!("at {:?}: {e}", began.elapsed()));
+                                }
                             }
                             Err(e) => {
                                 log.cut += 1;
                                 if log.last_errors.len() < 5 {
-                                    log.last_errors.push(e);
+                                    log.last_errors
+                                        .push(format!("at {:?}: {e}", began.elapsed()));
                                 }
                             }
                         }
@@ -115,6 +122,7 @@ impl Clients {
             stop,
             threads,
             last_served,
+            began,
         }
     }
 
@@ -233,7 +241,10 @@ fn kill_loop(setup: &Setup, addr: &str, spawn: &dyn Fn() -> std::process::Child)
                 s["state"] == "serving" && s["incumbent_pid"].is_u64()
             });
         }
-        eprintln!("iteration {i}: killed {victim:?} (landed: {hit}); trigger: {reply:?}");
+        eprintln!(
+            "iteration {i} (at {:?}): killed {victim:?} (landed: {hit}); trigger: {reply:?}",
+            clients.began.elapsed()
+        );
     }
     let elapsed = started.elapsed();
     // The service still answers once the loop is over.
