@@ -3,6 +3,11 @@
 //! of the daemon, the incumbent or the successor at a random moment, with
 //! and without socket activation. The service is `examples/http_server`.
 //!
+//! One death at a time: each iteration waits until its victim is gone and
+//! the daemon serves again (without socket activation, a daemon killed while
+//! no incumbent runs takes the last copy of the listeners with it; see
+//! docs/daemon.md).
+//!
 //! Checked after every iteration: the daemon serves (a restarted one adopted
 //! the incumbent and its listeners) and, after a daemon kill, hands off.
 //! Checked over the run: no connection was refused, no acknowledged write
@@ -27,8 +32,7 @@ use std::time::{Duration, Instant};
 use daemon_support::{
     DEADLINE, Daemon, Setup, http_get, http_request, trigger_line, wait_exit, wait_for,
 };
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use rand::Rng;
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -168,8 +172,12 @@ fn successors_of(daemon: u32) -> Vec<u32> {
         .collect()
 }
 
-fn sigkill(pid: u32) {
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+/// SIGKILL `pid` through a pidfd (never a recycled pid); the pidfd, to wait
+/// for the death, when the process was still there.
+fn sigkill(pid: u32) -> Option<handoff::fd::PidFd> {
+    let pidfd = handoff::fd::PidFd::open(pid).ok()?;
+    pidfd.send_signal(Signal::SIGKILL).ok()?;
+    Some(pidfd)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,23 +217,29 @@ fn kill_loop(setup: &Setup, addr: &str, spawn: &dyn Fn() -> std::process::Child)
         let trigger = std::thread::spawn(move || trigger_line(&socket, "handoff"));
         // A random moment in the handoff (pacing that is the point).
         std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
-        let hit = match victim {
-            Victim::Daemon => {
-                sigkill(daemon.pid());
-                true
-            }
-            Victim::Incumbent => {
-                sigkill(incumbent);
-                true
-            }
-            Victim::Successor => {
-                let successors = successors_of(daemon.pid());
-                successors.iter().for_each(|p| sigkill(*p));
-                !successors.is_empty()
-            }
+        let dying: Vec<handoff::fd::PidFd> = match victim {
+            Victim::Daemon => sigkill(daemon.pid()).into_iter().collect(),
+            Victim::Incumbent => sigkill(incumbent).into_iter().collect(),
+            // Started as a successor, and not the incumbent this iteration
+            // began with (which may have been one once).
+            Victim::Successor => successors_of(daemon.pid())
+                .into_iter()
+                .filter(|p| *p != incumbent)
+                .filter_map(sigkill)
+                .collect(),
         };
+        let hit = !dying.is_empty();
         landed[victim as usize] += u32::from(hit);
         let reply = trigger.join().expect("trigger thread");
+        // One death at a time: the next iteration starts once this one's
+        // victim is gone and the daemon serves again.
+        for pidfd in &dying {
+            assert!(
+                pidfd.wait_exited(Some(DEADLINE)).expect("pidfd poll"),
+                "iteration {i}: pid {} survived SIGKILL",
+                pidfd.pid()
+            );
+        }
         if let Victim::Daemon = victim {
             wait_exit(&mut daemon.child, "the killed daemon", DEADLINE);
             let next = setup.adopt(spawn());
