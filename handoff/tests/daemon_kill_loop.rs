@@ -216,7 +216,7 @@ fn kill_loop(setup: &Setup, addr: &str, spawn: &dyn Fn() -> std::process::Child)
         let socket = daemon.trigger_socket.clone();
         let trigger = std::thread::spawn(move || trigger_line(&socket, "handoff"));
         // A random moment in the handoff (pacing that is the point).
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..15_000)));
         let dying: Vec<handoff::fd::PidFd> = match victim {
             Victim::Daemon => sigkill(daemon.pid()).into_iter().collect(),
             Victim::Incumbent => sigkill(incumbent).into_iter().collect(),
