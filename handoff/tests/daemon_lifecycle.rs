@@ -123,6 +123,19 @@ fn the_trigger_socket_is_private_and_answers_status_and_errors() {
     assert_eq!(status["last_handoff"], serde_json::Value::Null, "{status}");
     let body = http_get(&daemon.listener_addr("http")).expect("still serving");
     assert_eq!(served_by(&body), before);
+    // An executable file the kernel cannot run fails at the spawn; the
+    // error names it.
+    let garbage = setup.path("not-a-program");
+    std::fs::write(&garbage, b"\x01\x02 not a program\n").unwrap();
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reply = daemon
+        .request(&format!("handoff {}", garbage.display()))
+        .unwrap();
+    assert!(
+        reply.starts_with(&format!("error: handoff to {}: ", garbage.display())),
+        "{reply}"
+    );
+    assert_eq!(incumbent_pid(&daemon.status().unwrap()), before);
 
     // The client subcommand maps the reply to its exit code.
     let out = std::process::Command::new(daemon_support::supervisor_binary())

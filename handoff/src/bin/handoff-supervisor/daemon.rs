@@ -721,8 +721,11 @@ impl Daemon {
             }
             Err(e) => {
                 self.stats.failed += 1;
+                // Name the binary: a spawn failure says only "Exec format
+                // error" or "Permission denied" by itself.
+                let e = format!("handoff to {}: {e}", binary.display());
                 self.last_handoff = Some(serde_json::json!({
-                    "result": "failed", "error": e.to_string(),
+                    "result": "failed", "error": e,
                 }));
                 self.notifier.status(&self.status_line());
                 format!("error: {e}")

@@ -176,6 +176,13 @@ pub fn run(cli: Cli) -> i32 {
     spec.deadline = Duration::from_millis(cli.deadline_ms);
     spec.drain_grace = Duration::from_millis(cli.drain_grace_ms);
 
+    if let Err(why) = crate::preflight::executable(&spec.binary) {
+        eprintln!(
+            "handoff-supervisor: error: cannot run {}: {why}",
+            spec.binary.display()
+        );
+        return EXIT_ERROR;
+    }
     let code = if cli.cold_start {
         cold_start(&supervisor, &spec, &cli.control_socket, &timeouts)
     } else {
