@@ -148,3 +148,50 @@ pub fn wait_until_answers(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Serve one connection on `path`, answering `Hello` with `pid`.
+    fn incumbent_claiming(path: &Path, pid: u32) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let hello = Message::Hello {
+                role: Side::Incumbent,
+                pid,
+                build_id: Vec::new(),
+                proto_min: 1,
+                proto_max: 1,
+                capabilities: Vec::new(),
+            };
+            handoff::frame::write_message(&mut s, 1, &hello).unwrap();
+            let mut sink = [0u8; 16];
+            // Until the probe hangs up.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        })
+    }
+
+    #[test]
+    fn a_hello_is_believed_only_when_the_kernel_agrees_on_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let server = incumbent_claiming(&path, std::process::id());
+        match ask(&path, Duration::from_secs(5)) {
+            Answer::Incumbent(pid) => assert_eq!(pid, std::process::id()),
+            other => panic!("{other:?}"),
+        }
+        server.join().unwrap();
+
+        std::fs::remove_file(&path).unwrap();
+        let server = incumbent_claiming(&path, 1);
+        match ask(&path, Duration::from_secs(5)) {
+            Answer::Unexpected(why) => assert!(why.contains("belongs to pid"), "{why}"),
+            other => panic!("a Hello naming pid 1 was believed: {other:?}"),
+        }
+        server.join().unwrap();
+    }
+}
