@@ -227,3 +227,62 @@ impl<S: AsyncDrainable> Drainable for Bridge<S> {
         self.service.snapshot_state()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn nonblocking(listener: &std::net::TcpListener) -> bool {
+        use std::os::fd::AsRawFd;
+        let flags = fcntl(listener.as_raw_fd(), FcntlArg::F_GETFL).unwrap();
+        OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK)
+    }
+
+    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_makes_the_listener_blocking_and_a_resume_gives_it_back_non_blocking() {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let drain = Drain::new();
+        let listener = listener(&drain, std_listener.try_clone().unwrap()).unwrap();
+        assert!(
+            nonblocking(&std_listener),
+            "tokio's listener is non-blocking"
+        );
+
+        let (acceptor, accept_drain) = (drain.clone(), drain.clone());
+        let accepted = ::tokio::spawn(async move {
+            let (stream, _conn) = accept_drain.accept_async(&listener).await?;
+            stream.peer_addr()
+        });
+        let report =
+            ::tokio::task::spawn_blocking(move || acceptor.drain(Instant::now() + DEADLINE))
+                .await
+                .unwrap();
+        assert!(report.accept_closed);
+        assert!(!nonblocking(&std_listener), "blocking again while drained");
+
+        // Queued while drained: not taken by the stopped accept.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let mut accepted = accepted;
+        let early = ::tokio::time::timeout(Duration::from_millis(200), &mut accepted).await;
+        assert!(early.is_err(), "accepted while drained: {early:?}");
+
+        drain.resume();
+        assert!(
+            nonblocking(&std_listener),
+            "non-blocking again once resumed"
+        );
+        let peer = ::tokio::time::timeout(DEADLINE, accepted)
+            .await
+            .expect("accept after resume")
+            .unwrap()
+            .unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    }
+}

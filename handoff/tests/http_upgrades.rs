@@ -161,3 +161,77 @@ fn upgrades_under_load(example: &str, setup: Setup) {
         assert!(!alive(*pid), "incumbent {pid} outlived the daemon");
     }
 }
+
+/// `O_NONBLOCK` on the open file description of `pid`'s FD `fd`, from
+/// `/proc/<pid>/fdinfo`.
+fn nonblocking(pid: u32, fd: u32) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap_or_else(|e| panic!("fdinfo of fd {fd} of {pid}: {e}"));
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("no flags in {info:?}"));
+    flags & libc::O_NONBLOCK as u32 != 0
+}
+
+/// The listener's `O_NONBLOCK` flag is shared by every holder. A tokio
+/// incumbent sets it; its drain clears it, so a std successor gets the
+/// blocking listener it may rely on; a tokio successor sets it again.
+#[test]
+fn the_listener_is_non_blocking_only_while_a_tokio_service_accepts_on_it() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tokio_binary = example_binary_with_features("http_server_tokio", &["tokio"]);
+    let std_binary = example_binary("http_server");
+    let setup = Setup::example(tokio_binary.clone());
+    let daemon = setup.start();
+    let addr = daemon.listener_addr("http");
+    // The inherited listener is at FD 3 in the service (`LISTEN_FDS`).
+    const LISTENER_FD: u32 = 3;
+    // One `GET /` on a new connection: the pid that answered.
+    let served_by = || {
+        let stream = std::net::TcpStream::connect(&addr).expect("connect");
+        let mut conn = std::io::BufReader::new(stream);
+        let response = http_load::exchange(&mut conn, "GET", "/", true)
+            .unwrap_or_else(|e| panic!("GET /: {}", e.why));
+        let pid = response
+            .body
+            .trim()
+            .strip_prefix("pid=")
+            .and_then(|p| p.parse().ok());
+        pid.unwrap_or_else(|| panic!("unexpected body {:?}", response.body))
+    };
+    let handoff_to = |binary: &std::path::Path| -> u32 {
+        let reply = daemon
+            .request(&format!("handoff {}", binary.display()))
+            .expect("trigger a handoff");
+        reply
+            .rsplit_once("pid=")
+            .and_then(|(_, p)| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("handoff reply {reply:?}\n{}", daemon.stderr_text()))
+    };
+
+    let first = served_by();
+    wait_for(
+        "the tokio incumbent's listener to be non-blocking",
+        DEADLINE,
+        || nonblocking(first, LISTENER_FD).then_some(()),
+    );
+
+    let std_successor = handoff_to(&std_binary);
+    // Cleared by the tokio incumbent's drain, before `Drained`: already so
+    // when the std successor took over.
+    assert!(
+        !nonblocking(std_successor, LISTENER_FD),
+        "the std successor got a non-blocking listener"
+    );
+    assert_eq!(served_by(), std_successor);
+
+    let tokio_successor = handoff_to(&tokio_binary);
+    wait_for(
+        "the tokio successor's listener to be non-blocking",
+        DEADLINE,
+        || nonblocking(tokio_successor, LISTENER_FD).then_some(()),
+    );
+    assert_eq!(served_by(), tokio_successor);
+}
