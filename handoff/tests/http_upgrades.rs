@@ -235,3 +235,64 @@ fn the_listener_is_non_blocking_only_while_a_tokio_service_accepts_on_it() {
     );
     assert_eq!(served_by(), tokio_successor);
 }
+
+/// An aborted handoff after the seal: the tokio incumbent resumes, with
+/// its listener non-blocking again, accepting and writing. The successor
+/// is the std example run by a script that gives it a data dir that does
+/// not exist: it passes `Begin` and fails to take the flock.
+#[test]
+fn a_tokio_incumbent_resumes_after_an_aborted_handoff_with_its_listener_non_blocking() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let setup = Setup::example(example_binary_with_features(
+        "http_server_tokio",
+        &["tokio"],
+    ));
+    let daemon = setup.start();
+    let addr = daemon.listener_addr("http");
+    const LISTENER_FD: u32 = 3;
+    let request = |method: &str, path: &str| {
+        let stream = std::net::TcpStream::connect(&addr).expect("connect");
+        let mut conn = std::io::BufReader::new(stream);
+        let response = http_load::exchange(&mut conn, method, path, true)
+            .unwrap_or_else(|e| panic!("{method} {path}: {}", e.why));
+        assert_eq!(response.status, "HTTP/1.1 200 OK", "{:?}", response.body);
+        response.body
+    };
+    let incumbent = daemon.status().unwrap()["incumbent_pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        request("POST", "/counter"),
+        format!("pid={incumbent} count=1\n")
+    );
+
+    let script = setup.path("successor-without-its-data-dir");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} \"$1\" {}\n",
+            example_binary("http_server").display(),
+            setup.path("no-such-data-dir").display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    let reply = daemon
+        .request(&format!("handoff {}", script.display()))
+        .expect("trigger a handoff");
+    assert!(!reply.starts_with("committed "), "{reply}");
+    let status = daemon.status().unwrap();
+    assert_eq!(status["incumbent_pid"], incumbent, "{status}");
+    // Aborted after Begin: the incumbent had drained and sealed.
+    assert_eq!(status["handoffs"]["aborted"], 1, "{status}");
+    assert_eq!(status["last_handoff"]["result"], "aborted", "{status}");
+    // The drain made it blocking; the resume makes it non-blocking again.
+    wait_for("the resumed listener to be non-blocking", DEADLINE, || {
+        nonblocking(incumbent, LISTENER_FD).then_some(())
+    });
+    assert_eq!(request("GET", "/"), format!("pid={incumbent}\n"));
+    assert_eq!(
+        request("POST", "/counter"),
+        format!("pid={incumbent} count=2\n")
+    );
+}
