@@ -112,6 +112,7 @@ fn upgrades_under_load(example: &str, setup: Setup) {
     let elapsed = started.elapsed();
     let ok = load.ok.load(Ordering::SeqCst);
     let resent = load.resent.load(Ordering::SeqCst);
+    let resent_writes = load.resent_writes.load(Ordering::SeqCst);
     let failures = load.failures.lock().unwrap().clone();
     let servers = load.servers.lock().unwrap().clone();
     let mut acked = load.acked.lock().unwrap().clone();
@@ -120,7 +121,7 @@ fn upgrades_under_load(example: &str, setup: Setup) {
     handoff_ms.sort_unstable();
     println!(
         "{example}: {UPGRADES} upgrades, {ok} requests ok, {} failed, {resent} resent under the \
-         rule, {} writes acknowledged and {final_count} in the final state, {} distinct \
+         rule ({resent_writes} of them writes), {} writes acknowledged and {final_count} in the final state, {} distinct \
          incumbents served, {:.2} s wall; handoff round trip ms p50 {} max {}",
         failures.len(),
         acked.len(),

@@ -29,6 +29,8 @@ pub struct Load {
     pub ok: AtomicU64,
     /// Requests resent under the rule (and then answered or failed).
     pub resent: AtomicU64,
+    /// Of those, `POST`s: writes whose resend is safe only by the rule.
+    pub resent_writes: AtomicU64,
     pub failures: Mutex<Vec<String>>,
     /// Pids that answered.
     pub servers: Mutex<BTreeSet<u32>>,
@@ -181,6 +183,9 @@ impl Load {
                     // on a new connection.
                     Err(e) if e.unanswered && reused => {
                         self.resent.fetch_add(1, Ordering::SeqCst);
+                        if method == "POST" {
+                            self.resent_writes.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     Err(e) => break self.fail(format!("request {n} {method} {path}: {}", e.why)),
                 }
