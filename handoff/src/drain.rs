@@ -384,17 +384,25 @@ impl Connection {
     ///
     /// A connection that already carried a request closes as soon as the
     /// drain starts; one that never did gets
-    /// [`DrainPolicy::first_request_grace`]. Data already buffered by the
-    /// service (a pipelined request) does not need this call.
+    /// [`DrainPolicy::first_request_grace`]. An idle connection also closes
+    /// (`false`) once the stream's read timeout passed without a request,
+    /// if it has one. Data already buffered by the service (a pipelined
+    /// request) does not need this call.
     pub fn wait_for_request(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        // An idle connection waits at most the stream's read timeout.
+        let idle_deadline = stream.read_timeout()?.map(|t| Instant::now() + t);
         loop {
-            let (readable, woken) = poll_pair(stream.as_fd(), self.shared.wake_rx.as_fd(), None)?;
+            let left = idle_deadline.map(crate::util::remaining);
+            if left.is_some_and(|left| left.is_zero()) {
+                return Ok(false);
+            }
+            let (readable, woken) = poll_pair(stream.as_fd(), self.shared.wake_rx.as_fd(), left)?;
             if readable {
                 self.requests += 1;
                 return Ok(true);
             }
             if !woken {
-                continue; // interrupted
+                continue; // interrupted, or idle past the read timeout
             }
             let Some(grace) = self.grace() else {
                 return Ok(false);
@@ -608,6 +616,29 @@ mod tests {
             report.recv_timeout(DEADLINE).unwrap().open_conns_remaining,
             0
         );
+    }
+
+    #[test]
+    fn an_idle_connection_closes_after_the_streams_read_timeout() {
+        let listener = listener();
+        let drain = Drain::new();
+        let _client = connect(&listener);
+        let (stream, conn) = drain.accept(&listener).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut conn = conn;
+            tx.send(conn.wait_for_request(&stream).unwrap())
+        });
+        let waited = rx
+            .recv_timeout(DEADLINE)
+            .expect("an answer by the read timeout");
+        assert!(!waited, "idle past the read timeout: close");
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(!drain.is_draining());
     }
 
     #[test]
