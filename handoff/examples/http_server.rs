@@ -68,8 +68,8 @@ fn serve_connection(stream: TcpStream, mut conn: Connection, counter: &Counter) 
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(&stream);
     loop {
-        // Drained while idle: close without reading, so the client knows
-        // this request was not seen and may resend it.
+        // Drained while idle, or idle past the read timeout: close without
+        // reading, so the client knows its next request was not seen.
         if reader.buffer().is_empty() && !conn.wait_for_request(&stream).unwrap_or(false) {
             return;
         }
