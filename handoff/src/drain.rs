@@ -11,7 +11,7 @@
 //!
 //! # The drain contract
 //!
-//! What [`Drain::drain`] (and so [`Drainable::drain`] of a service that
+//! What [`Drain::drain`] (and so [`Drainable::drain`](crate::Drainable::drain) of a service that
 //! delegates to it) does, in order:
 //!
 //! 1. **Stop accepting.** No [`Drain::accept`] returns a connection after

@@ -90,10 +90,14 @@ fn contract_of_the_drain_module() -> String {
         "# When a client may resend",
         "#### When a client may resend",
     );
-    // [`Drain::drain`] → `Drain::drain`
+    // [`Drain::drain`] and [`Drainable::drain`](crate::...) → `Drain::drain`
     while let Some(at) = text.find("[`") {
         let close = at + text[at..].find("`]").expect("closing `]");
-        text.replace_range(close + 1..close + 2, "");
+        let mut end = close + 2;
+        if text[end..].starts_with("(crate::") {
+            end += text[end..].find(')').expect("closing )") + 1;
+        }
+        text.replace_range(close + 1..end, "");
         text.replace_range(at..at + 1, "");
     }
     text
