@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod crash;
+pub mod drain;
 pub mod drainable;
 pub mod error;
 pub mod events;
@@ -72,6 +73,8 @@ pub mod protocol;
 pub mod state;
 pub mod successor;
 pub mod supervisor;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod util;
 
 pub use drainable::{DrainReport, Drainable, SealError, SealReport};

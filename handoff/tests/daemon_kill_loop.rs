@@ -54,12 +54,13 @@ struct ClientLog {
     cut: u64,
     longest_gap: Duration,
     last_errors: Vec<String>,
-    /// Values whose write was acknowledged.
-    acked: Vec<String>,
+    /// The counts acknowledged by `POST /counter`.
+    acked: Vec<u64>,
 }
 
 /// Clients that connect back to back until stopped: `GET /`, and one
-/// thread `POST /write?v=<n>`.
+/// thread `POST /counter` (a durable increment, acknowledged with the new
+/// count).
 struct Clients {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<ClientLog>>,
@@ -83,20 +84,15 @@ impl Clients {
                 );
                 std::thread::spawn(move || {
                     let mut log = ClientLog::default();
-                    let mut written = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let value = (thread == 0).then(|| {
-                            written += 1;
-                            format!("w{written}")
-                        });
-                        let request = match &value {
-                            Some(v) => format!("POST /write?v={v}"),
-                            None => "GET /".to_string(),
-                        };
-                        match http_request(&addr, &request) {
-                            Ok(_) => {
+                        let writes = thread == 0;
+                        let request = if writes { "POST /counter" } else { "GET /" };
+                        match http_request(&addr, request) {
+                            Ok(body) => {
                                 log.served += 1;
-                                log.acked.extend(value);
+                                if writes {
+                                    log.acked.push(acknowledged_count(&body));
+                                }
                                 let now = Instant::now();
                                 let mut last = last_served.lock().unwrap();
                                 log.longest_gap = log.longest_gap.max(now - *last);
@@ -266,13 +262,19 @@ fn kill_loop(setup: &Setup, addr: &str, spawn: &dyn Fn() -> std::process::Child)
         http_get(addr).ok()
     });
     let log = clients.finish();
-    let on_disk = http_request(addr, "GET /log").expect("the write log");
-    let on_disk: std::collections::HashSet<&str> = on_disk.lines().collect();
-    let lost: Vec<&String> = log
-        .acked
-        .iter()
-        .filter(|v| !on_disk.contains(v.as_str()))
-        .collect();
+    let final_count = http_request(addr, "GET /counter").expect("the counter");
+    let final_count: u64 = final_count
+        .trim()
+        .strip_prefix("count=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("GET /counter answered {final_count:?}"));
+    // Every acknowledged increment is counted: none above the final count,
+    // and no count acknowledged twice (a lost write would have its count
+    // handed out again).
+    let lost: Vec<&u64> = log.acked.iter().filter(|n| **n > final_count).collect();
+    let mut seen = std::collections::HashSet::new();
+    let twice: Vec<&u64> = log.acked.iter().filter(|n| !seen.insert(**n)).collect();
+    assert!(twice.is_empty(), "counts acknowledged twice: {twice:?}");
     eprintln!(
         "{iterations} iterations in {elapsed:?}: kills landed daemon={} incumbent={} successor={}; \
          requests served={} refused={} cut={}; writes acknowledged={} lost={}; longest gap \
@@ -343,4 +345,12 @@ fn with_socket_activation_the_daemon_comes_back_from_any_kill() {
         cmd.spawn().expect("spawn daemon")
     };
     kill_loop(&setup, &addr, &spawn);
+}
+
+/// The count in a `POST /counter` answer (`pid=<pid> count=<n>`).
+fn acknowledged_count(body: &str) -> u64 {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("count="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("POST /counter answered {body:?}"))
 }

@@ -1,67 +1,69 @@
-//! The embedding example under the daemon, upgraded 20 times while HTTP
-//! clients hammer it: not one request may fail.
+//! The embedding examples under the daemon, each upgraded 20 times while
+//! keep-alive and one-shot HTTP clients send requests back to back: not one
+//! request may fail, and every acknowledged write must be in the final
+//! state.
 //!
 //! Real processes throughout: `handoff-supervisor daemon` holds the listener
-//! and runs `examples/http_server.rs`; the upgrades go through the trigger
-//! socket with the real `handoff-supervisor trigger handoff` client; the
-//! clients speak HTTP/1.1 over `TcpStream`, one request per connection. A
-//! failed request is a refused or reset connection, a timeout, a non-200
-//! answer or a short body; none is retried.
+//! and runs the example (`http_server.rs` on std, `http_server_tokio.rs` on
+//! tokio and hyper); the upgrades go through the trigger socket with the real
+//! `handoff-supervisor trigger handoff` client. The clients (`http_load`)
+//! speak HTTP/1.1 over `TcpStream`; `POST /counter` is the write. A failed
+//! request is a refused connection, a reset or end of stream after part of
+//! a response, a timeout, a non-200 answer or a short body; a keep-alive
+//! client resends only what the drain contract says is safe (no byte of
+//! response on a reused connection), and one-shot clients never resend.
 //!
 //! Reproduce: `cargo test -p handoff --test http_upgrades -- --nocapture`.
 
 mod daemon_support;
+mod http_load;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use daemon_support::{DEADLINE, Setup, alive, http_get, served_by, supervisor_binary, wait_for};
+use daemon_support::{
+    DEADLINE, Setup, alive, example_binary, example_binary_with_features, supervisor_binary,
+    wait_for,
+};
+use http_load::Load;
 
 const UPGRADES: usize = 20;
-const CLIENTS: usize = 2;
+const KEEP_ALIVE_CLIENTS: usize = 2;
+const ONE_SHOT_CLIENTS: usize = 2;
 /// Requests that must complete between two upgrades, so every upgrade
 /// happens under load and every incumbent is seen serving.
-const REQUESTS_BETWEEN_UPGRADES: u64 = 5;
-/// Upper bound on requests per client, so the loop stops by itself even if
-/// the test thread died.
-const MAX_REQUESTS_PER_CLIENT: u64 = 1_000_000;
+const REQUESTS_BETWEEN_UPGRADES: u64 = 10;
 
-#[derive(Default)]
-struct Load {
-    stop: AtomicBool,
-    ok: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    servers: Mutex<BTreeSet<u32>>,
+/// The two examples take turns: on a 2-core machine, both at once would
+/// measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn std_example_upgraded_twenty_times_under_keep_alive_and_one_shot_clients_fails_no_request() {
+    upgrades_under_load("http_server", Setup::example(example_binary("http_server")));
 }
 
 #[test]
-fn twenty_upgrades_under_continuous_http_load_fail_no_request() {
-    let setup = Setup::http();
+fn tokio_example_upgraded_twenty_times_under_keep_alive_and_one_shot_clients_fails_no_request() {
+    let binary = example_binary_with_features("http_server_tokio", &["tokio"]);
+    upgrades_under_load("http_server_tokio", Setup::example(binary));
+}
+
+fn upgrades_under_load(example: &str, setup: Setup) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut daemon = setup.start();
     let addr = daemon.listener_addr("http");
     let load = Arc::new(Load::default());
     let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
+    let clients: Vec<_> = (0..KEEP_ALIVE_CLIENTS + ONE_SHOT_CLIENTS)
+        .map(|i| {
             let (load, addr) = (Arc::clone(&load), addr.clone());
             std::thread::spawn(move || {
-                for n in 0..MAX_REQUESTS_PER_CLIENT {
-                    if load.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    match http_get(&addr) {
-                        Ok(body) => {
-                            load.servers.lock().unwrap().insert(served_by(&body));
-                            load.ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => load
-                            .failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("request {n}: {e}")),
-                    }
+                if i < KEEP_ALIVE_CLIENTS {
+                    load.keep_alive_client(&addr)
+                } else {
+                    load.one_shot_client(&addr)
                 }
             })
         })
@@ -88,7 +90,7 @@ fn twenty_upgrades_under_continuous_http_load_fail_no_request() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.starts_with("committed "),
-            "upgrade {i}: {} {stdout} {}\ndaemon stderr:\n{}",
+            "{example} upgrade {i}: {} {stdout} {}\ndaemon stderr:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr),
             daemon.stderr_text()
@@ -109,13 +111,20 @@ fn twenty_upgrades_under_continuous_http_load_fail_no_request() {
     }
     let elapsed = started.elapsed();
     let ok = load.ok.load(Ordering::SeqCst);
+    let resent = load.resent.load(Ordering::SeqCst);
+    let resent_writes = load.resent_writes.load(Ordering::SeqCst);
     let failures = load.failures.lock().unwrap().clone();
     let servers = load.servers.lock().unwrap().clone();
+    let mut acked = load.acked.lock().unwrap().clone();
+    acked.sort_unstable();
+    let final_count = http_load::counter(&addr).expect("GET /counter");
     handoff_ms.sort_unstable();
     println!(
-        "http_upgrades: {UPGRADES} upgrades, {ok} requests ok, {} failed, {} distinct \
+        "{example}: {UPGRADES} upgrades, {ok} requests ok, {} failed, {resent} resent under the \
+         rule ({resent_writes} of them writes), {} writes acknowledged and {final_count} in the final state, {} distinct \
          incumbents served, {:.2} s wall; handoff round trip ms p50 {} max {}",
         failures.len(),
+        acked.len(),
         servers.len(),
         elapsed.as_secs_f64(),
         handoff_ms[handoff_ms.len() / 2],
@@ -123,12 +132,20 @@ fn twenty_upgrades_under_continuous_http_load_fail_no_request() {
     );
     assert!(
         failures.is_empty(),
-        "{} of {} requests failed, first ones: {:?}",
+        "{example}: {} of {} requests failed, first ones: {:?}",
         failures.len(),
         ok as usize + failures.len(),
         &failures[..failures.len().min(10)]
     );
-    let expected: BTreeSet<u32> = incumbents.iter().copied().collect();
+    // Counts are handed out one by one by whichever process holds the
+    // flock: a lost write would be handed out again (a duplicate) or leave
+    // the final count short of the acknowledged ones.
+    let expected: Vec<u64> = (1..=final_count).collect();
+    assert_eq!(
+        acked, expected,
+        "{example}: the acknowledged counts are exactly 1..={final_count}"
+    );
+    let expected: std::collections::BTreeSet<u32> = incumbents.iter().copied().collect();
     assert_eq!(servers, expected, "every incumbent, and only those, served");
 
     let status = daemon.status().unwrap();
@@ -144,4 +161,139 @@ fn twenty_upgrades_under_continuous_http_load_fail_no_request() {
     for pid in &incumbents {
         assert!(!alive(*pid), "incumbent {pid} outlived the daemon");
     }
+}
+
+/// `O_NONBLOCK` on the open file description of `pid`'s FD `fd`, from
+/// `/proc/<pid>/fdinfo`.
+fn nonblocking(pid: u32, fd: u32) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap_or_else(|e| panic!("fdinfo of fd {fd} of {pid}: {e}"));
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("no flags in {info:?}"));
+    flags & libc::O_NONBLOCK as u32 != 0
+}
+
+/// The listener's `O_NONBLOCK` flag is shared by every holder. A tokio
+/// incumbent sets it; its drain clears it, so a std successor gets the
+/// blocking listener it may rely on; a tokio successor sets it again.
+#[test]
+fn the_listener_is_non_blocking_only_while_a_tokio_service_accepts_on_it() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tokio_binary = example_binary_with_features("http_server_tokio", &["tokio"]);
+    let std_binary = example_binary("http_server");
+    let setup = Setup::example(tokio_binary.clone());
+    let daemon = setup.start();
+    let addr = daemon.listener_addr("http");
+    // The inherited listener is at FD 3 in the service (`LISTEN_FDS`).
+    const LISTENER_FD: u32 = 3;
+    // One `GET /` on a new connection: the pid that answered.
+    let served_by = || {
+        let stream = std::net::TcpStream::connect(&addr).expect("connect");
+        let mut conn = std::io::BufReader::new(stream);
+        let response = http_load::exchange(&mut conn, "GET", "/", true)
+            .unwrap_or_else(|e| panic!("GET /: {}", e.why));
+        let pid = response
+            .body
+            .trim()
+            .strip_prefix("pid=")
+            .and_then(|p| p.parse().ok());
+        pid.unwrap_or_else(|| panic!("unexpected body {:?}", response.body))
+    };
+    let handoff_to = |binary: &std::path::Path| -> u32 {
+        let reply = daemon
+            .request(&format!("handoff {}", binary.display()))
+            .expect("trigger a handoff");
+        reply
+            .rsplit_once("pid=")
+            .and_then(|(_, p)| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("handoff reply {reply:?}\n{}", daemon.stderr_text()))
+    };
+
+    let first = served_by();
+    wait_for(
+        "the tokio incumbent's listener to be non-blocking",
+        DEADLINE,
+        || nonblocking(first, LISTENER_FD).then_some(()),
+    );
+
+    let std_successor = handoff_to(&std_binary);
+    // Cleared by the tokio incumbent's drain, before `Drained`: already so
+    // when the std successor took over.
+    assert!(
+        !nonblocking(std_successor, LISTENER_FD),
+        "the std successor got a non-blocking listener"
+    );
+    assert_eq!(served_by(), std_successor);
+
+    let tokio_successor = handoff_to(&tokio_binary);
+    wait_for(
+        "the tokio successor's listener to be non-blocking",
+        DEADLINE,
+        || nonblocking(tokio_successor, LISTENER_FD).then_some(()),
+    );
+    assert_eq!(served_by(), tokio_successor);
+}
+
+/// An aborted handoff after the seal: the tokio incumbent resumes, with
+/// its listener non-blocking again, accepting and writing. The successor
+/// is the std example run by a script that gives it a data dir that does
+/// not exist: it passes `Begin` and fails to take the flock.
+#[test]
+fn a_tokio_incumbent_resumes_after_an_aborted_handoff_with_its_listener_non_blocking() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let setup = Setup::example(example_binary_with_features(
+        "http_server_tokio",
+        &["tokio"],
+    ));
+    let daemon = setup.start();
+    let addr = daemon.listener_addr("http");
+    const LISTENER_FD: u32 = 3;
+    let request = |method: &str, path: &str| {
+        let stream = std::net::TcpStream::connect(&addr).expect("connect");
+        let mut conn = std::io::BufReader::new(stream);
+        let response = http_load::exchange(&mut conn, method, path, true)
+            .unwrap_or_else(|e| panic!("{method} {path}: {}", e.why));
+        assert_eq!(response.status, "HTTP/1.1 200 OK", "{:?}", response.body);
+        response.body
+    };
+    let incumbent = daemon.status().unwrap()["incumbent_pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        request("POST", "/counter"),
+        format!("pid={incumbent} count=1\n")
+    );
+
+    let script = setup.path("successor-without-its-data-dir");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} \"$1\" {}\n",
+            example_binary("http_server").display(),
+            setup.path("no-such-data-dir").display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    let reply = daemon
+        .request(&format!("handoff {}", script.display()))
+        .expect("trigger a handoff");
+    assert!(!reply.starts_with("committed "), "{reply}");
+    let status = daemon.status().unwrap();
+    assert_eq!(status["incumbent_pid"], incumbent, "{status}");
+    // Aborted after Begin: the incumbent had drained and sealed.
+    assert_eq!(status["handoffs"]["aborted"], 1, "{status}");
+    assert_eq!(status["last_handoff"]["result"], "aborted", "{status}");
+    // The drain made it blocking; the resume makes it non-blocking again.
+    wait_for("the resumed listener to be non-blocking", DEADLINE, || {
+        nonblocking(incumbent, LISTENER_FD).then_some(())
+    });
+    assert_eq!(request("GET", "/"), format!("pid={incumbent}\n"));
+    assert_eq!(
+        request("POST", "/counter"),
+        format!("pid={incumbent} count=2\n")
+    );
 }

@@ -29,27 +29,27 @@ pub fn supervisor_binary() -> PathBuf {
 /// examples; when a single test target is run (`cargo test --test x`) they
 /// may be missing or older than their source, and are built here.
 pub fn example_binary(name: &str) -> PathBuf {
+    example_binary_with_features(name, &[])
+}
+
+/// [`example_binary`] for an example that needs `features` of the crate
+/// (`cargo test` skips building those unless the features are on).
+pub fn example_binary_with_features(name: &str, features: &[&str]) -> PathBuf {
     let target_debug = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
         .expect("test binary lives in target/<profile>/deps");
     let binary = target_debug.join("examples").join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
-    let fresh = match (modified(&binary), modified(&source)) {
-        (Some(b), Some(s)) => b >= s,
-        _ => false,
-    };
-    if !fresh {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "handoff", "--example", name])
-            .status()
-            .expect("run cargo to build the example");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
+    // Let cargo decide whether the example is fresh: it depends on the
+    // library and on shared example modules, not only on its own source,
+    // and a test run with `--test` filters does not build examples.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "handoff", "--example", name])
+        .args(features.iter().flat_map(|f| ["--features", f]))
+        .status()
+        .expect("run cargo to build the example");
+    assert!(status.success(), "cargo build --example {name} failed");
     assert!(
         binary.exists(),
         "{} missing after the build",
@@ -110,10 +110,15 @@ pub struct Setup {
 
 impl Setup {
     pub fn http() -> Self {
+        Self::example(example_binary("http_server"))
+    }
+
+    /// The same, running the service `binary`.
+    pub fn example(binary: PathBuf) -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
             listeners: "http = \"127.0.0.1:0\"\n".into(),
-            binary: example_binary("http_server"),
+            binary,
             extra: String::new(),
         }
     }
