@@ -114,6 +114,8 @@ pub struct Report {
     pub handoffs: Vec<HandoffRecord>,
     /// Service restarts, in order.
     pub restarts: Vec<String>,
+    /// `CLOCK_MONOTONIC` of the last restart (0: none yet).
+    pub last_restart_ns: u64,
     /// The incumbent at the end.
     pub final_incumbent: Option<String>,
     /// The lock file's inode after the first start.
@@ -144,6 +146,7 @@ impl Report {
             error: None,
             handoffs: Vec::new(),
             restarts: Vec::new(),
+            last_restart_ns: 0,
             final_incumbent: None,
             first_lock_inode: None,
             checks: Vec::new(),

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::exit_code;
+
 /// How one supervisor run ended, from its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,10 +32,10 @@ impl Outcome {
     /// The outcome a supervisor's exit code means, if any.
     pub fn from_exit_code(code: i32) -> Option<Self> {
         match code {
-            0 => Some(Outcome::Committed),
-            2 => Some(Outcome::Aborted),
-            3 => Some(Outcome::Failed),
-            handoff::crash::CRASH_EXIT_CODE => Some(Outcome::Crashed),
+            exit_code::EXIT_OK => Some(Outcome::Committed),
+            exit_code::SUPERVISOR_ABORTED => Some(Outcome::Aborted),
+            exit_code::SUPERVISOR_FAILED => Some(Outcome::Failed),
+            exit_code::CRASHED => Some(Outcome::Crashed),
             _ => None,
         }
     }

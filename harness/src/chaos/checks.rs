@@ -10,121 +10,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use handoff::events;
-use nix::sys::signal::Signal;
 
-use super::episode::{KillRecord, RunOutcome, RunRecord};
-use super::schedule::{FaultKind, Misbehaviour, Schedule};
+use super::schedule::FaultKind;
 use super::traffic::{FailedRequest, Failure, ProberReport, ReaderReport};
-use crate::eventlog::{Event, ProcessLog};
-use crate::fixture::{ProcEntry, ProcKind};
+use crate::evidence::{Evidence, RunOutcome, RunRecord};
+use crate::fixture::ProcKind;
 use crate::invariants::Check;
-use crate::reaper::ExitKind;
 
 /// Slack for comparing a reap time (an upper bound on a death) with a
 /// client's observation of it.
 const REAP_SLACK_NS: u64 = 1_000_000_000;
-
-/// Everything an episode left behind, after teardown.
-pub struct Evidence<'a> {
-    /// Every process's events.
-    pub logs: &'a [ProcessLog],
-    /// Every process and how it ended.
-    pub processes: &'a [ProcEntry],
-    /// The kills that were sent.
-    pub kills: &'a [KillRecord],
-    /// Each supervisor run.
-    pub runs: &'a [RunRecord],
-    /// `(point, pid)` per line of the crash record.
-    pub crash_record: &'a [(String, u32)],
-    /// The schedule.
-    pub schedule: &'a Schedule,
-}
-
-impl Evidence<'_> {
-    fn log_of(&self, process: &str) -> Option<&ProcessLog> {
-        self.logs.iter().find(|l| l.process == process)
-    }
-
-    fn events_of<'b>(&'b self, process: &str) -> impl Iterator<Item = &'b Event> + 'b {
-        self.log_of(process)
-            .into_iter()
-            .flat_map(|l| l.events.iter())
-    }
-
-    fn process_by_pid(&self, pid: u32) -> Option<&ProcEntry> {
-        self.processes.iter().find(|p| p.pid == Some(pid))
-    }
-
-    fn killed_by_chaos(&self, pid: u32) -> Option<&KillRecord> {
-        self.kills.iter().find(|k| k.pid == pid)
-    }
-
-    /// When the process `name` died of a crash point, if it did.
-    fn crash_time(&self, name: &str) -> Option<u64> {
-        self.events_of(name)
-            .find(|e| e.name == events::CRASH && e.str_field("action").is_none_or(|a| a == "Exit"))
-            .map(|e| e.mono_ns)
-    }
-}
-
-/// Invariant 6 (chaos form): every process ended in a way the episode
-/// explains. 0; 99 with a matching crash-record line; a supervisor's 2 or
-/// 3; a successor's 1 when its handoff did not commit; a successor's 3 when
-/// it was asked to exit before `Hello`; `SIGKILL` sent by chaos, by the
-/// harness's teardown, or by a supervisor to its own successor.
-pub fn check_exits(ev: &Evidence) -> Check {
-    let mut problems = Vec::new();
-    let run_of_successor = |name: &str| ev.runs.iter().find(|r| r.successor == name);
-    for p in ev.processes {
-        let Some(exit) = p.exit else { continue };
-        let armed = p.armed.is_some();
-        let recorded = |pid: u32| ev.crash_record.iter().any(|(_, q)| *q == pid);
-        let ok = match exit.kind {
-            ExitKind::Signal(sig) if sig == Signal::SIGKILL as i32 => {
-                p.killed_by_harness
-                    || ev.killed_by_chaos(exit.pid).is_some()
-                    // A supervisor kills and reaps its successor on an
-                    // abort; when chaos killed that supervisor between the
-                    // two, the harness reaps the successor instead.
-                    || (p.kind == ProcKind::Successor
-                        && p.spawned_by.as_deref().is_some_and(|s| {
-                            ev.runs.iter().any(|r| {
-                                r.supervisor == s
-                                    && matches!(r.outcome, RunOutcome::Killed | RunOutcome::Crashed)
-                            })
-                        }))
-            }
-            ExitKind::Signal(_) => false,
-            ExitKind::Code(0) => true,
-            ExitKind::Code(handoff::crash::CRASH_EXIT_CODE) => armed && recorded(exit.pid),
-            ExitKind::Code(2 | 3) if p.kind == ProcKind::Supervisor => true,
-            ExitKind::Code(1) if p.kind == ProcKind::Successor => {
-                run_of_successor(&p.name).is_none_or(|r| r.outcome != RunOutcome::Committed)
-            }
-            ExitKind::Code(3) if p.kind == ProcKind::Successor => run_of_successor(&p.name)
-                .is_some_and(|r| {
-                    ev.schedule
-                        .faults_of(r.index)
-                        .any(|f| f.kind == FaultKind::Misbehave(Misbehaviour::ExitBeforeHello))
-                }),
-            ExitKind::Code(_) => false,
-        };
-        if !ok {
-            problems.push(format!(
-                "{} ({:?}{}) ended with {}",
-                p.name,
-                p.kind,
-                if armed { ", armed" } else { "" },
-                exit.kind
-            ));
-        }
-    }
-    Check::from_problems(
-        "no-unexpected-death",
-        problems,
-        "every reaped process ended in a way the episode explains".into(),
-    )
-}
 
 /// The entries of a `HANDOFF_CRASH_AT` spec: `(point, whether it exits)`
 /// (a `delay` or `hang` entry is a stall, not a crash).
@@ -162,7 +57,7 @@ pub fn check_crash_points(ev: &Evidence) -> Check {
     }
     for p in ev.processes {
         if let (Some(exit), Some(pid)) = (p.exit, p.pid)
-            && exit.kind == ExitKind::Code(handoff::crash::CRASH_EXIT_CODE)
+            && exit.kind == crate::reaper::ExitKind::Code(crate::exit_code::CRASHED)
             && !ev.crash_record.iter().any(|(_, q)| *q == pid)
         {
             problems.push(format!(
@@ -319,9 +214,9 @@ fn faults_during(ev: &Evidence, run: &RunRecord) -> Vec<String> {
         why.push("the incumbent's seal failed (FAKE_SEAL_FAIL)".into());
     }
     if run.planned {
-        for f in ev.schedule.faults_of(run.index) {
+        for f in ev.schedule.into_iter().flat_map(|s| s.faults_of(run.index)) {
             if let FaultKind::Misbehave(m) = f.kind
-                && m.host() == super::phase::Role::Successor
+                && m.host() == super::stage::Party::Successor
             {
                 why.push(format!("the successor misbehaves ({m:?})"));
             }
@@ -609,8 +504,11 @@ pub fn check_client_accounting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventlog::parse_log;
+    use crate::eventlog::{ProcessLog, parse_log};
+    use crate::evidence::KillRecord;
+    use crate::fixture::ProcEntry;
     use crate::reaper::Exit;
+    use crate::reaper::ExitKind;
 
     fn log(process: &str, pid: u32, lines: &[(u64, &str, &str)]) -> ProcessLog {
         let text: String = lines
@@ -640,14 +538,6 @@ mod tests {
         }
     }
 
-    fn schedule() -> Schedule {
-        Schedule {
-            seed: 0,
-            runs: 1,
-            faults: vec![],
-        }
-    }
-
     #[test]
     fn a_supervisor_that_accepts_the_wrong_pid_is_caught() {
         let good = log(
@@ -666,16 +556,11 @@ mod tests {
                 (2, events::HELLO, r#","role":"successor","peer_pid":1"#),
             ],
         );
-        let s = schedule();
         let ev = |logs: &[ProcessLog]| {
             let logs = logs.to_vec();
             let ev = Evidence {
                 logs: &logs,
-                processes: &[],
-                kills: &[],
-                runs: &[],
-                crash_record: &[],
-                schedule: &s,
+                ..Evidence::default()
             };
             check_successor_identity(&ev).ok
         };
@@ -689,16 +574,11 @@ mod tests {
         let o = log("peer-0", 1, &[(50, events::INCUMBENT_SUPERSEDED, id)]);
         let n_ready = log("peer-1", 2, &[(40, events::SUCCESSOR_READY, id)]);
         let n_silent = log("peer-1", 2, &[(40, events::SUCCESSOR_FLOCK_TAKEN, id)]);
-        let s = schedule();
         for (n, ok) in [(n_ready, true), (n_silent, false)] {
             let logs = vec![o.clone(), n];
             let ev = Evidence {
                 logs: &logs,
-                processes: &[],
-                kills: &[],
-                runs: &[],
-                crash_record: &[],
-                schedule: &s,
+                ..Evidence::default()
             };
             assert_eq!(check_superseded_after_ready(&ev).ok, ok);
         }
@@ -715,22 +595,19 @@ mod tests {
             fault_id: 0,
             run: 0,
             idle: false,
-            victim: super::super::phase::Role::Incumbent,
+            victim: super::super::stage::Party::Incumbent,
             process: "peer-0".into(),
             pid: 6,
             trigger: "idle".into(),
             delay_ms: 0,
             at_ns: 300,
-            phase: super::super::phase::Phase::Idle,
+            phase: super::super::stage::Stage::Idle,
         }];
-        let s = schedule();
         let ev = Evidence {
             logs: &logs,
             processes: &processes,
             kills: &kills,
-            runs: &[],
-            crash_record: &[],
-            schedule: &s,
+            ..Evidence::default()
         };
         let fates = fates(&ev);
         let failed = |holder, connected_ns, failed_ns, failure| FailedRequest {
@@ -768,14 +645,10 @@ mod tests {
     fn a_connection_closed_under_the_reader_must_be_explained_though_retried() {
         let logs = vec![log("peer-1", 7, &[(500, events::INCUMBENT_DRAIN, "")])];
         let processes = vec![proc_entry("peer-1", 7, ProcKind::Successor, None)];
-        let s = schedule();
         let ev = Evidence {
             logs: &logs,
             processes: &processes,
-            kills: &[],
-            runs: &[],
-            crash_record: &[],
-            schedule: &s,
+            ..Evidence::default()
         };
         let closed = |connected_ns, failed_ns| FailedRequest {
             request: "GET r1".into(),

@@ -32,19 +32,23 @@ use handoff::util::monotonic_ns;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::checks::{self, Accounting, Evidence};
-use super::phase::{Phase, Role, TriggerEvent, phase_at};
+use super::checks::{self, Accounting};
 use super::schedule::{Fault, FaultKind, KillWhen, Misbehaviour, Schedule};
 use super::service::{self, ServiceMode, Workload};
+use super::stage::{Party, Stage, TriggerEvent, stage_at};
 use super::tail::Tail;
 use super::traffic::{ProberReport, ReaderConfig, ReaderReport, Traffic};
 use crate::client::{Client, ClientReport};
 use crate::eventlog::{Event, ProcessLog};
+use crate::evidence::{
+    Evidence, KillRecord, MissedKill, Restart, RunOutcome, RunRecord, read_crash_record,
+};
 use crate::fixture::{Fixture, LISTENER_NAME, Settled};
 use crate::invariants::{self, Check};
-use crate::reaper::{self, ExitKind};
+use crate::reaper;
 use crate::report::Report;
-use crate::scenario::{Outcome, Scenario, SuccessorBinary, Timeouts};
+use crate::rules;
+use crate::scenario::{Scenario, SuccessorBinary, Timeouts};
 
 /// Poll step of every watch loop (pacing, never a synchronisation).
 const POLL: Duration = Duration::from_millis(1);
@@ -87,112 +91,6 @@ pub struct EpisodeConfig {
     pub explain: bool,
 }
 
-/// How a supervisor run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Exit 0.
-    Committed,
-    /// Exit 2.
-    Aborted,
-    /// Exit 3: the handoff could not run, or stopped on an error.
-    Failed,
-    /// Exit 99: a crash point fired in the supervisor.
-    Crashed,
-    /// `SIGKILL` by chaos.
-    Killed,
-    /// Anything else (a violation of its own).
-    Other,
-}
-
-impl RunOutcome {
-    fn of(exit: Option<ExitKind>, killed: bool) -> Self {
-        match exit {
-            Some(ExitKind::Code(c)) => match Outcome::from_exit_code(c) {
-                Some(Outcome::Committed) => RunOutcome::Committed,
-                Some(Outcome::Aborted) => RunOutcome::Aborted,
-                Some(Outcome::Failed) => RunOutcome::Failed,
-                Some(Outcome::Crashed) => RunOutcome::Crashed,
-                None => RunOutcome::Other,
-            },
-            Some(ExitKind::Signal(s)) if killed && s == Signal::SIGKILL as i32 => {
-                RunOutcome::Killed
-            }
-            _ => RunOutcome::Other,
-        }
-    }
-}
-
-/// One supervisor run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    /// 0-based index among the episode's runs.
-    pub index: usize,
-    /// A planned run (faults may apply), or a verification run (clean).
-    pub planned: bool,
-    /// `supervisor-<k>`.
-    pub supervisor: String,
-    /// The name its successor got.
-    pub successor: String,
-    /// The incumbent when it started, if any served.
-    pub incumbent: Option<String>,
-    /// Its successor was the impostor.
-    pub impostor: bool,
-    /// How the supervisor ended.
-    #[serde(skip)]
-    pub exit: Option<ExitKind>,
-    /// Its outcome.
-    pub outcome: RunOutcome,
-    /// A journal was left when it ended.
-    pub journal_left: bool,
-    /// It recovered a journal first (`handoff.recover`).
-    pub recovered_journal: bool,
-    /// Who served once the service settled (`no service` before a restart).
-    pub settled: Option<String>,
-    /// `CLOCK_MONOTONIC` when it started (after any idle kill).
-    pub window_start_ns: u64,
-    /// When the service had settled after it.
-    pub window_end_ns: u64,
-    /// The last line of its stderr.
-    pub stderr_tail: Option<String>,
-    /// `PrepareHandoff` → `Commit`, when it committed.
-    pub latency_ms: Option<f64>,
-}
-
-/// A kill that was sent.
-#[derive(Debug, Clone, Serialize)]
-pub struct KillRecord {
-    /// The schedule's fault id.
-    pub fault_id: usize,
-    /// The run (0-based).
-    pub run: usize,
-    /// An idle kill (before the run's supervisor started).
-    pub idle: bool,
-    /// The role of the victim in the run.
-    pub victim: Role,
-    /// Its process name.
-    pub process: String,
-    /// Its pid.
-    pub pid: u32,
-    /// The trigger event (or `idle`).
-    pub trigger: String,
-    /// The delay after the trigger.
-    pub delay_ms: u64,
-    /// `CLOCK_MONOTONIC` when the signal was sent.
-    pub at_ns: u64,
-    /// The phase the handoff was in when it was sent (measured).
-    pub phase: Phase,
-}
-
-/// A scheduled kill that was not sent.
-#[derive(Debug, Clone, Serialize)]
-pub struct MissedKill {
-    /// The schedule's fault id.
-    pub fault_id: usize,
-    /// Why.
-    pub why: String,
-}
-
 /// Whether the data checks ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,7 +119,7 @@ pub struct EpisodeResult {
     /// Kills scheduled but not sent.
     pub missed: Vec<MissedKill>,
     /// Service restarts (cold starts after the service died).
-    pub restarts: Vec<String>,
+    pub restarts: Vec<Restart>,
     /// Incumbents that recovered on their own after losing a supervisor.
     pub self_recoveries: u64,
     /// Crash points armed: `(point, process)`.
@@ -286,7 +184,7 @@ impl From<String> for Halt {
 /// A kill waiting for its trigger.
 struct Pending {
     fault: Fault,
-    victim: Role,
+    victim: Party,
     trigger: &'static TriggerEvent,
     delay_ms: u64,
     due_ns: Option<u64>,
@@ -311,11 +209,11 @@ struct RunCtx {
 }
 
 impl RunCtx {
-    fn process_of(&self, role: Role) -> Option<&str> {
+    fn process_of(&self, role: Party) -> Option<&str> {
         match role {
-            Role::Supervisor => Some(&self.supervisor),
-            Role::Incumbent => self.incumbent.as_deref(),
-            Role::Successor => Some(&self.successor),
+            Party::Supervisor => Some(&self.supervisor),
+            Party::Incumbent => self.incumbent.as_deref(),
+            Party::Successor => Some(&self.successor),
         }
     }
 }
@@ -329,7 +227,7 @@ struct Driver<'a> {
     /// `(run processes, run start)` of each kill, to measure its phase.
     kill_context: Vec<(Vec<String>, u64)>,
     missed: Vec<MissedKill>,
-    restarts: Vec<String>,
+    restarts: Vec<Restart>,
     checks: Vec<Check>,
     incumbent: Option<String>,
     first_lock_inode: Option<u64>,
@@ -444,11 +342,11 @@ impl Driver<'_> {
     fn incumbent_env(&self, run: usize) -> Vec<(String, String)> {
         let s = self.schedule();
         let mut env: Vec<(String, String)> = s
-            .misbehaviours(run, Role::Incumbent)
+            .misbehaviours(run, Party::Incumbent)
             .into_iter()
             .filter_map(Misbehaviour::env)
             .collect();
-        env.extend(Self::crash_env(&s.crash_specs(run, Role::Incumbent)));
+        env.extend(Self::crash_env(&s.crash_specs(run, Party::Incumbent)));
         env
     }
 
@@ -574,15 +472,15 @@ impl Driver<'_> {
         }
     }
 
-    fn victim_pid(&self, ctx: &RunCtx, victim: Role) -> Option<u32> {
+    fn victim_pid(&self, ctx: &RunCtx, victim: Party) -> Option<u32> {
         match victim {
-            Role::Supervisor => Some(ctx.supervisor_pid),
-            Role::Incumbent => ctx
+            Party::Supervisor => Some(ctx.supervisor_pid),
+            Party::Incumbent => ctx
                 .incumbent
                 .as_deref()
                 .and_then(|n| self.fx.process(n))
                 .and_then(|p| p.pid),
-            Role::Successor => self
+            Party::Successor => self
                 .tail
                 .spawned_by(&ctx.supervisor)
                 .or_else(|| self.tail.pid_of(&ctx.successor)),
@@ -593,7 +491,7 @@ impl Driver<'_> {
         &mut self,
         ctx: &RunCtx,
         fault: Fault,
-        victim: Role,
+        victim: Party,
         trigger: &str,
         delay_ms: u64,
         idle: bool,
@@ -646,7 +544,7 @@ impl Driver<'_> {
             trigger: trigger.to_string(),
             delay_ms,
             at_ns,
-            phase: if idle { Phase::Idle } else { Phase::Hello },
+            phase: if idle { Stage::Idle } else { Stage::Hello },
         });
     }
 
@@ -663,12 +561,12 @@ impl Driver<'_> {
             };
         }
         let s = self.schedule();
-        let successor_misbehaviours = s.misbehaviours(run, Role::Successor);
+        let successor_misbehaviours = s.misbehaviours(run, Party::Successor);
         if successor_misbehaviours.contains(&Misbehaviour::NeverReady) {
             timeouts.deadline_ms = NEVER_READY_DEADLINE_MS;
         }
         let mut supervisor_env = self.service_env();
-        supervisor_env.extend(Self::crash_env(&s.crash_specs(run, Role::Supervisor)));
+        supervisor_env.extend(Self::crash_env(&s.crash_specs(run, Party::Supervisor)));
         // The successor: its own misbehaviours and `n-` points, and what the
         // schedule sets in the incumbent of the next run (which it becomes
         // if this run commits).
@@ -677,12 +575,12 @@ impl Driver<'_> {
             .filter_map(|m| m.env())
             .collect();
         successor_env.extend(
-            s.misbehaviours(run + 1, Role::Incumbent)
+            s.misbehaviours(run + 1, Party::Incumbent)
                 .into_iter()
                 .filter_map(Misbehaviour::env),
         );
-        let mut points = s.crash_specs(run, Role::Successor);
-        points.extend(s.crash_specs(run + 1, Role::Incumbent));
+        let mut points = s.crash_specs(run, Party::Successor);
+        points.extend(s.crash_specs(run + 1, Party::Incumbent));
         successor_env.extend(Self::crash_env(&points));
         let binary = if successor_misbehaviours.contains(&Misbehaviour::Impostor) {
             SuccessorBinary::Impostor
@@ -831,8 +729,11 @@ impl Driver<'_> {
             successor: handle.successor.clone(),
             incumbent: incumbent_at_start,
             impostor: binary == SuccessorBinary::Impostor,
+            successor_exits_before_hello: faults
+                .iter()
+                .any(|f| f.kind == FaultKind::Misbehave(Misbehaviour::ExitBeforeHello)),
             exit,
-            outcome: RunOutcome::of(exit, killed),
+            outcome: rules::run_outcome(exit, killed),
             journal_left,
             recovered_journal: false,
             settled: None,
@@ -906,9 +807,13 @@ impl Driver<'_> {
 
     /// Cold-start a clean service process after the service died.
     fn restart(&mut self, why: &str) -> Result<(), Halt> {
+        let at_ns = monotonic_ns();
         let env = self.service_env();
         let name = self.fx.cold_start(&env)?;
-        self.restarts.push(format!("{why}: restarted as {name}"));
+        self.restarts.push(Restart {
+            at_ns,
+            why: format!("{why}: restarted as {name}"),
+        });
         match self.settle(None, &mut Vec::new())? {
             Settled::Incumbent { name, .. } => {
                 self.incumbent = Some(name);
@@ -996,29 +901,12 @@ impl Driver<'_> {
             }
         }
         let live = self.fx.live();
-        let leaked: Vec<String> = live
-            .iter()
-            .filter(|p| p.pid != pid)
-            .map(|p| match self.fx.name_of(p.pid) {
-                Some(n) => format!("{n} (pid {}) is still alive", p.pid),
-                None => format!(
-                    "pid {} ({}) carries the fixture marker but is no process the episode named",
-                    p.pid, p.comm
-                ),
-            })
-            .collect();
-        self.checks.push(Check::from_problems(
-            "no-leaked-process",
-            leaked,
-            format!(
-                "{} processes started, only the incumbent lives",
-                self.fx
-                    .processes()
-                    .iter()
-                    .filter(|p| p.pid.is_some())
-                    .count()
-            ),
-        ));
+        self.checks.push(rules::check_no_leaked_process(&Evidence {
+            processes: self.fx.processes(),
+            live: &live,
+            final_incumbent: Some(pid),
+            ..Evidence::default()
+        }));
         self.checks.push(if self.fx.journal().exists() {
             Check::fail("journal", "a journal is left at the end")
         } else {
@@ -1045,7 +933,7 @@ impl Driver<'_> {
                 .filter(|l| processes.contains(&l.process))
                 .flat_map(|l| l.events.iter())
                 .filter(|e| e.mono_ns >= *start_ns);
-            k.phase = phase_at(run_events, k.at_ns);
+            k.phase = stage_at(run_events, k.at_ns);
         }
         for run in &mut self.runs {
             let log = logs.iter().find(|l| l.process == run.supervisor);
@@ -1072,11 +960,14 @@ impl Driver<'_> {
             kills: &self.kills,
             runs: &self.runs,
             crash_record: &crash_record,
-            schedule: &self.cfg.schedule,
+            restarts: &self.restarts,
+            schedule: Some(&self.cfg.schedule),
+            ..Evidence::default()
         };
         let complete = result.error.is_none() && !self.checks.iter().any(|c| !c.ok);
         self.checks.push(invariants::check_flock_intervals(&logs));
-        self.checks.push(checks::check_exits(&ev));
+        self.checks.push(rules::check_exits(&ev));
+        self.checks.push(rules::check_restarts(&ev));
         self.checks.push(checks::check_crash_points(&ev));
         self.checks.push(checks::check_successor_identity(&ev));
         self.checks.push(checks::check_superseded_after_ready(&ev));
@@ -1220,18 +1111,6 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// `(point, pid)` per line of the crash record.
-pub fn read_crash_record(path: &Path) -> Vec<(String, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (point, pid) = l.trim().split_once(' ')?;
-            Some((point.to_string(), pid.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Put each kill in its victim's column of the timeline, at the instant it
 /// was sent.
 fn mark_kills(logs: &mut Vec<ProcessLog>, kills: &[KillRecord]) {
@@ -1357,7 +1236,7 @@ fn render_text(cfg: &EpisodeConfig, r: &EpisodeResult, report: &Report, timeline
     if !r.restarts.is_empty() {
         out.push_str("\nrestarts:\n");
         for s in &r.restarts {
-            out.push_str(&format!("  {s}\n"));
+            out.push_str(&format!("  {}\n", s.why));
         }
     }
     out.push_str("\nprocesses:\n");
