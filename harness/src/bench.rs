@@ -1,5 +1,5 @@
 //! `harness bench`: how fast a handoff is, measured against what it cannot
-//! avoid, and proof of zero client errors under load (issue 5).
+//! avoid, and proof of zero client errors under load.
 //!
 //! One run measures, on the fake peer and in this order:
 //!
@@ -104,7 +104,8 @@ pub struct BenchArgs {
     /// with `$CARGO build --release -p fake-peers` when run through cargo].
     #[arg(long, value_name = "PATH")]
     pub fake_peer: Option<PathBuf>,
-    /// Exit with an error when a target of issue 5 is missed.
+    /// Exit with an error when a target (the TARGETS section of the report)
+    /// is missed.
     #[arg(long)]
     pub check: bool,
     /// What the spawn-only windows fork+exec, as one string split on spaces

@@ -256,7 +256,7 @@ pub fn named_scenarios() -> Vec<Scenario> {
     );
     s.timeouts.drain_grace_ms = 200;
     s.incumbent_env.push(("FAKE_DRAIN_MS".into(), "900".into()));
-    // A drain timeout is an error (exit 3), as in the seed: the supervisor
+    // A drain timeout is an error (exit 3): the supervisor
     // gives up before the seal and clears its journal (DESIGN.md section 5,
     // "cleared at the end either way"); the incumbent, drained but not
     // sealed, resumes on the closed session. The next handoff, with a drain

@@ -43,7 +43,7 @@ enum Command {
     /// whichever comes first).
     Chaos(harness::chaos::ChaosArgs),
     /// Handoff latency against the cost of starting a process, and client
-    /// errors under load (issue 5). Run it as a release build: `cargo run
+    /// errors under load. Run it as a release build: `cargo run
     /// --release -p harness -- bench`.
     Bench(harness::bench::BenchArgs),
 }

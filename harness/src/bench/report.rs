@@ -538,7 +538,7 @@ pub fn render(r: &BenchReport) -> String {
         }
     }
 
-    let _ = writeln!(out, "\nTARGETS (issue 5)");
+    let _ = writeln!(out, "\nTARGETS");
     for t in &r.targets {
         let _ = writeln!(
             out,

@@ -653,8 +653,9 @@ fn draw_kill(
                 })
                 .collect();
             // The supervisor dying between Begin and Ready is the window
-            // the design turns on (the seed's own racy example): aim there
-            // often, from the successor's events.
+            // the design turns on (the successor holds the flock, the
+            // incumbent has let go): aim there often, from the successor's
+            // events.
             let between_begin_and_ready =
                 other == Stage::Begin && victim == Party::Supervisor && rng.chance(60);
             let t = if between_begin_and_ready {
