@@ -41,7 +41,6 @@
 
 pub mod analysis;
 pub mod capture;
-pub mod event_log;
 pub mod floor;
 pub mod load;
 pub mod procfs;
@@ -66,6 +65,7 @@ use self::report::{
 };
 use self::service::{HandoffRecord, Service, ServiceConfig};
 use self::stats::Summary;
+use crate::eventlog::SharedLog;
 
 /// Command-line arguments of `harness bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -581,17 +581,17 @@ fn spawn_only_windows(
     Ok(())
 }
 
-fn child_events(service: &Service) -> Result<event_log::ChildEvents, BenchError> {
+fn child_events(service: &Service) -> Result<SharedLog, BenchError> {
     Ok(match service.event_log() {
-        Some(path) => event_log::read(&path)?,
-        None => event_log::ChildEvents::default(),
+        Some(path) => SharedLog::read(&path)?,
+        None => SharedLog::default(),
     })
 }
 
 fn run_report(
     records: &mut [HandoffRecord],
     service: &Service,
-    log: &event_log::ChildEvents,
+    log: &SharedLog,
     samples: Vec<Sample>,
     slow_reconnects: usize,
 ) -> RunReport {
