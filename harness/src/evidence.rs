@@ -14,6 +14,7 @@ use crate::eventlog::{Event, ProcessLog};
 use crate::fixture::ProcEntry;
 use crate::procs::ProcStat;
 use crate::reaper::ExitKind;
+use crate::scenario::Timeouts;
 
 /// How a supervisor run ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -139,6 +140,8 @@ pub struct Evidence<'a> {
     pub live: &'a [ProcStat],
     /// The final incumbent's pid.
     pub final_incumbent: Option<u32>,
+    /// The timeouts every process ran with.
+    pub timeouts: Option<&'a Timeouts>,
 }
 
 impl Evidence<'_> {

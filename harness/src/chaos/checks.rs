@@ -225,7 +225,49 @@ fn faults_during(ev: &Evidence, run: &RunRecord) -> Vec<String> {
     if run.incumbent.is_none() {
         why.push("nothing served when it started".into());
     }
+    if let Some(t) = ev.timeouts {
+        for (phase, took_ns) in slow_journal_writes(ev, &run.supervisor, t.liveness_ms) {
+            why.push(format!(
+                "its durable journal write ({phase}) took {} ms, past the {} ms the incumbent \
+                 waits for a frame: the incumbent gave the session up, as it must",
+                took_ns / 1_000_000,
+                t.liveness_ms
+            ));
+        }
+    }
     why
+}
+
+/// The journal writes `supervisor` waited for (`handoff.journal` recorded,
+/// then `durable=true` for the same phase) that took longer than
+/// `liveness_ms`: the incumbent hears nothing meanwhile and drops the
+/// session, so the handoff fails without any fault. A slow `fsync` on a
+/// loaded machine is the environment, not a protocol failure.
+pub fn slow_journal_writes(
+    ev: &Evidence,
+    supervisor: &str,
+    liveness_ms: u64,
+) -> Vec<(String, u64)> {
+    let mut recorded: HashMap<String, u64> = HashMap::new();
+    let mut slow = Vec::new();
+    for e in ev
+        .events_of(supervisor)
+        .filter(|e| e.name == events::JOURNAL)
+    {
+        let Some(phase) = e.str_field("phase") else {
+            continue;
+        };
+        let durable = e.fields.get("durable").and_then(|v| v.as_bool()) == Some(true);
+        if !durable {
+            recorded.insert(phase.to_string(), e.mono_ns);
+        } else if let Some(start) = recorded.remove(phase) {
+            let took = e.mono_ns.saturating_sub(start);
+            if took > liveness_ms * 1_000_000 {
+                slow.push((phase.to_string(), took));
+            }
+        }
+    }
+    slow
 }
 
 /// Each supervisor run ended as what happened during it allows: a run no
@@ -298,8 +340,9 @@ pub fn check_outcomes(ev: &Evidence) -> Check {
 /// Why a failed request failed, once attributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
-    /// The process holding the connection was killed (chaos or a crash
-    /// point) while it was open.
+    /// The process holding the connection died while it was open: killed
+    /// (chaos or a crash point), or a successor whose handoff did not
+    /// commit (it exits, or its supervisor kills it).
     HolderKilled,
     /// The process holding the connection drained for a handoff while it
     /// was open (it closes idle connections; requests in flight finish).
@@ -315,6 +358,9 @@ struct Fate {
     crashed_ns: Option<u64>,
     drains_ns: Vec<u64>,
     exited_ns: Option<u64>,
+    /// A successor whose handoff did not commit: it exits (or its
+    /// supervisor kills it) and closes what it accepted after `Begin`.
+    gave_up: bool,
 }
 
 fn fates(ev: &Evidence) -> HashMap<u32, Fate> {
@@ -334,6 +380,10 @@ fn fates(ev: &Evidence) -> HashMap<u32, Fate> {
             .map(|e| e.mono_ns)
             .collect();
         fate.exited_ns = p.exit.map(|e| e.reaped_mono_ns);
+        fate.gave_up = p.kind == ProcKind::Successor
+            && ev
+                .run_of_successor(&p.name)
+                .is_none_or(|r| r.outcome != RunOutcome::Committed);
     }
     out
 }
@@ -349,7 +399,7 @@ fn attribute(f: &FailedRequest, fates: &HashMap<u32, Fate>) -> Cause {
             || fate
                 .exited_ns
                 .is_some_and(|t| t >= f.connected_ns && t <= f.failed_ns + REAP_SLACK_NS)
-                && (fate.killed_ns.is_some() || fate.crashed_ns.is_some())
+                && (fate.killed_ns.is_some() || fate.crashed_ns.is_some() || fate.gave_up)
     };
     let drained = |fate: &Fate| {
         fate.drains_ns
@@ -675,5 +725,84 @@ mod tests {
             check_client_accounting(&ev, Some(&reader(vec![closed(600, 700)])), &prober, 0);
         assert!(!check.ok);
         assert_eq!(acc.retried.get("Unexplained"), Some(&1));
+    }
+
+    #[test]
+    fn a_run_failed_by_a_journal_write_slower_than_the_liveness_is_explained() {
+        let sup = |durable_at: u64| {
+            log(
+                "supervisor-1",
+                10,
+                &[
+                    (1_000_000, events::JOURNAL, r#","phase":"Negotiating""#),
+                    (
+                        durable_at,
+                        events::JOURNAL,
+                        r#","phase":"Negotiating","durable":true"#,
+                    ),
+                ],
+            )
+        };
+        let run = RunRecord {
+            supervisor: "supervisor-1".into(),
+            successor: "peer-1".into(),
+            incumbent: Some("peer-0".into()),
+            planned: true,
+            outcome: RunOutcome::Failed,
+            window_end_ns: u64::MAX,
+            ..RunRecord::default()
+        };
+        let timeouts = crate::scenario::Timeouts::default();
+        let runs = vec![run];
+        let outcome_ok = |logs: Vec<ProcessLog>| {
+            let ev = Evidence {
+                logs: &logs,
+                runs: &runs,
+                timeouts: Some(&timeouts),
+                ..Evidence::default()
+            };
+            let why = faults_during(&ev, &runs[0]);
+            !why.is_empty()
+        };
+        // 1.2 s against the 1 s liveness: explained.
+        assert!(outcome_ok(vec![sup(1_201_000_000)]));
+        // 0.2 s: nothing explains the failure.
+        assert!(!outcome_ok(vec![sup(201_000_000)]));
+    }
+
+    #[test]
+    fn a_connection_closed_by_a_successor_that_gave_up_is_explained() {
+        let processes = vec![
+            proc_entry("peer-0", 6, ProcKind::ColdStart, None),
+            proc_entry("peer-1", 7, ProcKind::Successor, Some(ExitKind::Code(1))),
+        ];
+        let aborted = vec![RunRecord {
+            supervisor: "supervisor-1".into(),
+            successor: "peer-1".into(),
+            outcome: RunOutcome::Aborted,
+            ..RunRecord::default()
+        }];
+        let committed = vec![RunRecord {
+            outcome: RunOutcome::Committed,
+            ..aborted[0].clone()
+        }];
+        let closed = FailedRequest {
+            request: "PING".into(),
+            holder: None,
+            connected_ns: 500,
+            failed_ns: 900,
+            failure: Failure::Closed("end of stream".into()),
+        };
+        for (runs, cause) in [
+            (&aborted, Cause::HolderKilled),
+            (&committed, Cause::Unexplained),
+        ] {
+            let ev = Evidence {
+                processes: &processes,
+                runs,
+                ..Evidence::default()
+            };
+            assert_eq!(attribute(&closed, &fates(&ev)), cause);
+        }
     }
 }

@@ -962,6 +962,7 @@ impl Driver<'_> {
             crash_record: &crash_record,
             restarts: &self.restarts,
             schedule: Some(&self.cfg.schedule),
+            timeouts: Some(&self.cfg.timeouts),
             ..Evidence::default()
         };
         let complete = result.error.is_none() && !self.checks.iter().any(|c| !c.ok);
