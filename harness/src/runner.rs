@@ -33,12 +33,6 @@ use crate::report::{HandoffRecord, JournalView, Report, SecondSupervisor};
 use crate::rules;
 use crate::scenario::{FinalHandoff, Handoff, Outcome, Scenario};
 
-/// Bound on the service settling after a supervisor exits (covers the
-/// incumbent's reacquire window and a successor noticing a dead supervisor).
-fn settle_bound(s: &Scenario) -> Duration {
-    Duration::from_millis(5_000 + s.timeouts.reacquire_window_ms + 2 * s.timeouts.liveness_ms)
-}
-
 /// Run `scenario` and report. Never panics on a scenario failure: the report
 /// says what failed; a failing run keeps its directory.
 pub fn run(scenario: &Scenario) -> Report {
@@ -107,7 +101,7 @@ fn drive(
     env.extend(s.incumbent_env.iter().cloned());
     env.extend(crash_env(s, CrashSide::Incumbent, None));
     let first = fx.cold_start(&env)?;
-    let settled = fx.settle(settle_bound(s))?;
+    let settled = fx.settle(s.timeouts.settle_bound())?;
     let mut incumbent = match settled {
         Settled::Incumbent { name, .. } => name,
         Settled::NoService => match restart_cause(fx, report) {
@@ -178,7 +172,7 @@ fn restart(s: &Scenario, fx: &mut Fixture, report: &mut Report) -> Result<String
     report.last_restart_ns = monotonic_ns();
     let name = fx.cold_start(&s.timeouts.service_env())?;
     report.restarts.push(format!("restarted as {name}"));
-    match fx.settle(settle_bound(s))? {
+    match fx.settle(s.timeouts.settle_bound())? {
         Settled::Incumbent { name, .. } => Ok(name),
         Settled::NoService => Err(format!(
             "the restarted service ({name}) died too; see {name}.stderr"
@@ -251,7 +245,7 @@ fn run_handoff(
         .unwrap_or_default();
 
     // Settle, recording the journal as the crash left it.
-    let settled = fx.settle(settle_bound(s));
+    let settled = fx.settle(s.timeouts.settle_bound());
     if fx.journal().exists() {
         record.journal_left = true;
         if s.inspect_journal {

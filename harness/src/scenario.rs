@@ -109,6 +109,14 @@ impl Timeouts {
         .collect()
     }
 
+    /// Bound on the service settling after a supervisor exits: the
+    /// incumbent's reacquire window, a successor or an incumbent noticing a
+    /// silent supervisor (twice the liveness timeout), and 5 s for start-up
+    /// and a loaded machine.
+    pub fn settle_bound(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(5_000 + self.reacquire_window_ms + 2 * self.liveness_ms)
+    }
+
     /// Upper bound on one supervisor run, for the harness's own wait.
     pub fn supervisor_run_bound_ms(&self) -> u64 {
         self.deadline_ms + self.drain_grace_ms + 2 * self.liveness_ms + 10_000

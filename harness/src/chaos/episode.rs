@@ -323,11 +323,6 @@ impl Driver<'_> {
         self.cfg.timeouts.service_env()
     }
 
-    fn settle_bound(&self) -> Duration {
-        let t = &self.cfg.timeouts;
-        Duration::from_millis(5_000 + t.reacquire_window_ms + 2 * t.liveness_ms)
-    }
-
     /// The environment that arms `points` (none: nothing).
     fn crash_env(points: &[String]) -> Vec<(String, String)> {
         if points.is_empty() {
@@ -776,7 +771,7 @@ impl Driver<'_> {
         ctx: Option<&RunCtx>,
         pending: &mut Vec<Pending>,
     ) -> Result<Settled, Halt> {
-        let bound = self.settle_bound();
+        let bound = self.cfg.timeouts.settle_bound();
         let deadline = Instant::now() + bound;
         let mut next_check = Instant::now();
         let mut last_observed = String::new();

@@ -500,6 +500,50 @@ pub fn aim_of_episode(index: u64) -> (Party, Stage) {
 /// companions: they are picked more.
 const PHASE_WEIGHTS: [u64; 9] = [8, 12, 8, 10, 12, 16, 16, 20, 20];
 
+// The odds `draw_kill` draws from (percent chances; millisecond ranges,
+// both ends included). Named so each can be read and tuned; changing one
+// changes the schedule every seed draws.
+
+/// A delay that lands a kill inside a stage lasting about a millisecond.
+const PROMPT_DELAY_MS: (u64, u64) = (0, 1);
+/// An idle kill's delay before the supervisor starts.
+const IDLE_DELAY_MS: (u64, u64) = (0, 50);
+/// An abort aimed at, with no cause scheduled yet: caused by a successor
+/// that never sends `Ready` (else by a seal that fails once). Always for a
+/// successor victim, which exists only in the first case.
+const ABORT_BY_NEVER_READY: u64 = 60;
+/// An abort caused by a never-ready successor: kill the supervisor or the
+/// incumbent at the incumbent's resume rather than at the abort.
+const KILL_AT_RESUME: u64 = 30;
+/// A stall holds the victim inside the abort.
+const STALL_IN_ABORT: u64 = 80;
+/// How long a stall holds a process at its point.
+const STALL_MS: (u64, u64) = (20, 120);
+/// The incumbent recovering from a lost supervisor: killed when it notices
+/// (`supervisor_lost`) rather than when it has retaken the flock.
+const KILL_AT_SUPERVISOR_LOST: u64 = 50;
+/// A stall holds the recovering incumbent just after it retook the flock.
+const STALL_AT_REACQUIRE: u64 = 70;
+/// A stall holds the successor with the flock while its supervisor is dead.
+const STALL_SUCCESSOR_HOLDING_FLOCK: u64 = 90;
+/// How long that stall holds the successor.
+const SUCCESSOR_STALL_MS: (u64, u64) = (30, 120);
+/// A supervisor kill aimed at the begin stage lands between the
+/// successor's `Begin` and its `Ready`.
+const SUPERVISOR_BETWEEN_BEGIN_AND_READY: u64 = 60;
+/// That kill follows `successor.begin` (else `successor.flock_taken`).
+const AT_SUCCESSOR_BEGIN: u64 = 50;
+/// A kill in a short stage (hello, ready, commit, or between `Begin` and
+/// `Ready`) comes with a fault that holds the handoff in that stage.
+const WIDEN_SHORT: u64 = 85;
+/// A kill in a longer stage comes with such a fault.
+const WIDEN: u64 = 60;
+/// The fault that widens a drain or a seal is the fake peer's slow drain or
+/// slow seal (else a stall at a point).
+const SLOW_RATHER_THAN_STALL: u64 = 50;
+/// How much longer a slow drain or seal takes.
+const SLOW_MS: (u64, u64) = (30, 200);
+
 /// A kill, with the companions its phase needs: a cause for an abort, a
 /// dead supervisor for a recovery, a stall or a slow drain or seal that
 /// holds the handoff in the phase long enough for the kill to land in it.
@@ -525,11 +569,11 @@ fn draw_kill(
             (victim, Stage::ALL[rng.weighted(&weights)])
         }
     };
-    let small = |rng: &mut Rng| rng.range(0, 1);
+    let small = |rng: &mut Rng| rng.range(PROMPT_DELAY_MS.0, PROMPT_DELAY_MS.1);
     let mut out: Vec<(usize, FaultKind)> = Vec::new();
     match phase {
         Stage::Idle => {
-            let delay_ms = rng.range(0, 50);
+            let delay_ms = rng.range(IDLE_DELAY_MS.0, IDLE_DELAY_MS.1);
             out.push((
                 run,
                 FaultKind::Kill {
@@ -551,7 +595,7 @@ fn draw_kill(
                     if budget < 2 || !options.fake_peer {
                         return None;
                     }
-                    let c = if victim == Party::Successor || rng.chance(60) {
+                    let c = if victim == Party::Successor || rng.chance(ABORT_BY_NEVER_READY) {
                         Misbehaviour::NeverReady
                     } else {
                         Misbehaviour::SealFailsOnce
@@ -562,7 +606,7 @@ fn draw_kill(
             };
             let ev = if cause == Misbehaviour::NeverReady
                 && victim != Party::Successor
-                && rng.chance(30)
+                && rng.chance(KILL_AT_RESUME)
             {
                 events::RESUME
             } else {
@@ -574,8 +618,8 @@ fn draw_kill(
                 Misbehaviour::NeverReady => crash::S_AFTER_ABORT_SENT,
                 _ => crash::O_AFTER_SEAL_FAILED_SENT,
             };
-            if budget > out.len() && !armed_at(faults, run, stall) && rng.chance(80) {
-                let ms = rng.range(20, 120);
+            if budget > out.len() && !armed_at(faults, run, stall) && rng.chance(STALL_IN_ABORT) {
+                let ms = rng.range(STALL_MS.0, STALL_MS.1);
                 out.push((run, FaultKind::Stall { point: stall, ms }));
             }
         }
@@ -600,7 +644,7 @@ fn draw_kill(
                     // retakes the flock (a stall holds it there).
                     let first = supervisor_kill(rng, &[Stage::Seal, Stage::Begin]);
                     out.push((run, first));
-                    let ev = if rng.chance(50) {
+                    let ev = if rng.chance(KILL_AT_SUPERVISOR_LOST) {
                         events::INCUMBENT_SUPERVISOR_LOST
                     } else {
                         events::INCUMBENT_FLOCK_REACQUIRED
@@ -611,9 +655,9 @@ fn draw_kill(
                     if options.fake_peer
                         && budget > out.len()
                         && !armed_at(faults, run, stall)
-                        && rng.chance(70)
+                        && rng.chance(STALL_AT_REACQUIRE)
                     {
-                        let ms = rng.range(20, 120);
+                        let ms = rng.range(STALL_MS.0, STALL_MS.1);
                         out.push((run, FaultKind::Stall { point: stall, ms }));
                     }
                 }
@@ -635,9 +679,9 @@ fn draw_kill(
                     if options.fake_peer
                         && budget > out.len()
                         && !armed_at(faults, run, stall)
-                        && rng.chance(90)
+                        && rng.chance(STALL_SUCCESSOR_HOLDING_FLOCK)
                     {
-                        let ms = rng.range(30, 120);
+                        let ms = rng.range(SUCCESSOR_STALL_MS.0, SUCCESSOR_STALL_MS.1);
                         out.push((run, FaultKind::Stall { point: stall, ms }));
                     }
                 }
@@ -656,10 +700,11 @@ fn draw_kill(
             // the design turns on (the successor holds the flock, the
             // incumbent has let go): aim there often, from the successor's
             // events.
-            let between_begin_and_ready =
-                other == Stage::Begin && victim == Party::Supervisor && rng.chance(60);
+            let between_begin_and_ready = other == Stage::Begin
+                && victim == Party::Supervisor
+                && rng.chance(SUPERVISOR_BETWEEN_BEGIN_AND_READY);
             let t = if between_begin_and_ready {
-                trigger(if rng.chance(50) {
+                trigger(if rng.chance(AT_SUCCESSOR_BEGIN) {
                     events::SUCCESSOR_BEGIN
                 } else {
                     events::SUCCESSOR_FLOCK_TAKEN
@@ -672,23 +717,25 @@ fn draw_kill(
             // in the chosen one, with a slow drain or seal (the fake peer's
             // own knobs) or a stall at a point inside the phase.
             let widen_chance = if short || between_begin_and_ready {
-                85
+                WIDEN_SHORT
             } else {
-                60
+                WIDEN
             };
             let mut widen = None;
             if budget > 1 && rng.chance(widen_chance) {
                 let slow = match other {
                     Stage::Drain if options.fake_peer => Some(Misbehaviour::SlowDrain {
-                        ms: rng.range(30, 200),
+                        ms: rng.range(SLOW_MS.0, SLOW_MS.1),
                     }),
                     Stage::Seal if options.fake_peer => Some(Misbehaviour::SlowSeal {
-                        ms: rng.range(30, 200),
+                        ms: rng.range(SLOW_MS.0, SLOW_MS.1),
                     }),
                     _ => None,
                 };
                 widen = match slow {
-                    Some(m) if rng.chance(50) && !misbehaves(faults, run, m) => {
+                    Some(m)
+                        if rng.chance(SLOW_RATHER_THAN_STALL) && !misbehaves(faults, run, m) =>
+                    {
                         Some(FaultKind::Misbehave(m))
                     }
                     // Hold the successor between Begin and Ready, so the
@@ -704,7 +751,7 @@ fn draw_kill(
                         };
                         (!armed_at(faults, run, point)).then(|| FaultKind::Stall {
                             point,
-                            ms: rng.range(20, 120),
+                            ms: rng.range(STALL_MS.0, STALL_MS.1),
                         })
                     }
                     _ => draw_stall(rng, run, other, victim, faults, options),
