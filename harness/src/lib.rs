@@ -22,7 +22,7 @@
 //! let scenario = harness::catalog::find("crash::s-after-begin-sent").unwrap();
 //! let report = harness::runner::run(&scenario);
 //! if !report.passed() {
-//!     eprintln!("{}", report.failure_text());
+//!     eprintln!("{}", harness::timeline::failure_text(&report));
 //! }
 //! ```
 #![deny(unsafe_code)]

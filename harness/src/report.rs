@@ -1,6 +1,7 @@
-//! What a scenario run produced: outcomes, processes, events, invariant
-//! results; its deterministic view for snapshots; and the texts printed on
-//! failure.
+//! What a scenario run produced, as plain data: outcomes, processes,
+//! events, invariant results. Its views are elsewhere:
+//! [`crate::snapshot`] (the deterministic part, for snapshots) and
+//! [`crate::timeline`] (the texts a human reads).
 
 use std::path::PathBuf;
 
@@ -11,8 +12,6 @@ use crate::fixture::{Fixture, ProcEntry, SupervisorHandle};
 use crate::invariants::Check;
 use crate::reaper::ExitKind;
 use crate::scenario::{Handoff, Outcome, Scenario};
-use crate::snapshot::{ProcessEvents, SnapshotView};
-use crate::timeline;
 
 /// What the journal held after a supervisor run, names instead of pids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -240,95 +239,6 @@ impl Report {
     /// Crash points that fired (their names).
     pub fn fired_points(&self) -> Vec<String> {
         self.fired.iter().map(|(p, _)| p.clone()).collect()
-    }
-
-    /// Each process's normalised events, in its own order.
-    pub fn normalised_events(&self) -> Vec<ProcessEvents> {
-        self.logs
-            .iter()
-            .map(|log| ProcessEvents {
-                process: log.process.clone(),
-                events: log
-                    .events
-                    .iter()
-                    .map(|e| self.normaliser.event(e))
-                    .collect(),
-            })
-            .collect()
-    }
-
-    /// The deterministic view: what the snapshot holds (see
-    /// [`crate::snapshot`] for what is left out, and why).
-    pub fn snapshot_view(&self) -> SnapshotView {
-        crate::snapshot::view(self)
-    }
-
-    /// The side-by-side timeline of every process.
-    pub fn timeline(&self) -> String {
-        timeline::render(self)
-    }
-
-    /// The invariant results, one per line.
-    pub fn checks_text(&self) -> String {
-        let mut out = String::new();
-        for c in &self.checks {
-            out.push_str(&format!(
-                "  [{}] {}: {}\n",
-                if c.ok { "ok" } else { "FAILED" },
-                c.name,
-                self.normaliser.text(&c.detail)
-            ));
-        }
-        out
-    }
-
-    /// Everything a human needs when the scenario failed, ending with the
-    /// one command that reproduces it.
-    pub fn failure_text(&self) -> String {
-        let mut out = format!("scenario {} FAILED\n", self.scenario.name);
-        if let Some(e) = &self.error {
-            out.push_str(&format!("  error: {e}\n"));
-        }
-        for c in self.checks.iter().filter(|c| !c.ok) {
-            out.push_str(&format!("  {}: {}\n", c.name, c.detail));
-        }
-        out.push_str("\nsupervisor runs:\n");
-        for h in &self.handoffs {
-            out.push_str(&format!(
-                "  {} → {:?} ({}), then {}\n",
-                h.supervisor,
-                h.outcome,
-                h.exit.map_or("no exit".into(), |e| e.to_string()),
-                h.settled.as_deref().unwrap_or("?")
-            ));
-        }
-        out.push_str("\nprocesses:\n");
-        for p in &self.processes {
-            out.push_str(&format!(
-                "  {:<14} pid {:<8} {:?}{} → {}\n",
-                p.name,
-                p.pid.map_or("?".into(), |p| p.to_string()),
-                p.kind,
-                p.armed
-                    .as_ref()
-                    .map(|a| format!(" armed {a}"))
-                    .unwrap_or_default(),
-                p.exit
-                    .map_or("not reaped by the harness".into(), |e| e.kind.to_string())
-            ));
-        }
-        out.push_str("\ninvariants:\n");
-        out.push_str(&self.checks_text());
-        out.push('\n');
-        out.push_str(&self.timeline());
-        if self.dir_kept {
-            out.push_str(&format!(
-                "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",
-                self.dir.display()
-            ));
-        }
-        out.push_str(&format!("reproduce: {}\n", self.scenario.repro_command()));
-        out
     }
 }
 

@@ -1,4 +1,5 @@
-//! A side-by-side text timeline of a scenario: one column per process,
+//! The texts a human reads about a run: the failure text, the invariant
+//! results, and a side-by-side timeline: one column per process,
 //! headed `S` (a supervisor), `O` (a cold-started incumbent) or `N` (a
 //! successor), rows merged on the shared monotonic clock, with each
 //! process's exit as the harness saw it. For humans reproducing a failure;
@@ -154,6 +155,69 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     if !line.is_empty() || out.is_empty() {
         out.push(line);
     }
+    out
+}
+
+/// The invariant results, one per line.
+pub fn checks_text(report: &Report) -> String {
+    let mut out = String::new();
+    for c in &report.checks {
+        out.push_str(&format!(
+            "  [{}] {}: {}\n",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            report.normaliser.text(&c.detail)
+        ));
+    }
+    out
+}
+
+/// Everything a human needs when the scenario failed, ending with the
+/// one command that reproduces it.
+pub fn failure_text(report: &Report) -> String {
+    let mut out = format!("scenario {} FAILED\n", report.scenario.name);
+    if let Some(e) = &report.error {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    for c in report.checks.iter().filter(|c| !c.ok) {
+        out.push_str(&format!("  {}: {}\n", c.name, c.detail));
+    }
+    out.push_str("\nsupervisor runs:\n");
+    for h in &report.handoffs {
+        out.push_str(&format!(
+            "  {} → {:?} ({}), then {}\n",
+            h.supervisor,
+            h.outcome,
+            h.exit.map_or("no exit".into(), |e| e.to_string()),
+            h.settled.as_deref().unwrap_or("?")
+        ));
+    }
+    out.push_str("\nprocesses:\n");
+    for p in &report.processes {
+        out.push_str(&format!(
+            "  {:<14} pid {:<8} {:?}{} → {}\n",
+            p.name,
+            p.pid.map_or("?".into(), |p| p.to_string()),
+            p.kind,
+            p.armed
+                .as_ref()
+                .map(|a| format!(" armed {a}"))
+                .unwrap_or_default(),
+            p.exit
+                .map_or("not reaped by the harness".into(), |e| e.kind.to_string())
+        ));
+    }
+    out.push_str("\ninvariants:\n");
+    out.push_str(&checks_text(report));
+    out.push('\n');
+    out.push_str(&render(report));
+    if report.dir_kept {
+        out.push_str(&format!(
+            "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",
+            report.dir.display()
+        ));
+    }
+    out.push_str(&format!("reproduce: {}\n", report.scenario.repro_command()));
     out
 }
 

@@ -1030,7 +1030,7 @@ impl Driver<'_> {
             }
         }
         mark_kills(&mut report.logs, &result.kills);
-        let timeline = report.timeline();
+        let timeline = crate::timeline::render(&report);
         if let Some(dir) = artifacts
             && (failed || self.cfg.explain)
         {
