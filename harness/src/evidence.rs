@@ -11,29 +11,11 @@ use serde::Serialize;
 use crate::chaos::schedule::Schedule;
 use crate::chaos::stage::{Party, Stage};
 use crate::eventlog::{Event, ProcessLog};
+pub use crate::exit_code::RunOutcome;
 use crate::fixture::ProcEntry;
 use crate::procs::ProcStat;
 use crate::reaper::ExitKind;
 use crate::scenario::Timeouts;
-
-/// How a supervisor run ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Exit 0.
-    Committed,
-    /// Exit 2.
-    Aborted,
-    /// Exit 3: the handoff could not run, or stopped on an error.
-    Failed,
-    /// Exit 99: a crash point fired in the supervisor.
-    Crashed,
-    /// `SIGKILL` by chaos.
-    Killed,
-    /// Anything else (a violation of its own), or not reaped.
-    #[default]
-    Other,
-}
 
 /// One supervisor run.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::eventlog::{Normaliser, ProcessLog};
+use crate::exit_code::RunOutcome;
 use crate::fixture::{Fixture, ProcEntry, SupervisorHandle};
 use crate::invariants::Check;
 use crate::reaper::ExitKind;
-use crate::scenario::{Handoff, Outcome, Scenario};
+use crate::scenario::{Handoff, Scenario};
 
 /// What the journal held after a supervisor run, names instead of pids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,7 +36,7 @@ pub struct SecondSupervisor {
     /// How it ended.
     pub exit: ExitKind,
     /// Its outcome.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// Whether its stderr says it was refused.
     pub stderr_mentions_refusal: bool,
     /// Whether the first supervisor's journal survived it.
@@ -54,13 +55,13 @@ pub struct HandoffRecord {
     /// Index in the scenario's plan; `None` for the recovery handoff.
     pub planned: Option<usize>,
     /// Acceptable outcomes.
-    pub expect: Vec<Outcome>,
+    pub expect: Vec<RunOutcome>,
     /// The successor's environment.
     pub successor_env: Vec<(String, String)>,
     /// How the supervisor ended.
     pub exit: Option<ExitKind>,
     /// Its outcome.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// Its stdout (`committed <id> pid=<n>` on commit).
     pub stdout: String,
     /// Its stderr.
@@ -242,13 +243,13 @@ impl Report {
     }
 }
 
-pub(crate) fn snake(o: &Outcome) -> String {
+pub(crate) fn snake(o: &RunOutcome) -> String {
     serde_json::to_value(o)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-pub(crate) fn names(outcomes: &[Outcome]) -> String {
+pub(crate) fn names(outcomes: &[RunOutcome]) -> String {
     outcomes.iter().map(snake).collect::<Vec<_>>().join(" | ")
 }

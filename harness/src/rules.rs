@@ -7,6 +7,7 @@
 use nix::sys::signal::Signal;
 
 use crate::evidence::{Evidence, RunOutcome};
+pub use crate::exit_code::run_outcome;
 use crate::exit_code::{
     CRASHED, EXIT_OK, SUCCESSOR_EXITED_BEFORE_HELLO, SUCCESSOR_NOT_COMMITTED, SUPERVISOR_ABORTED,
     SUPERVISOR_FAILED,
@@ -14,20 +15,6 @@ use crate::exit_code::{
 use crate::fixture::ProcKind;
 use crate::invariants::Check;
 use crate::reaper::ExitKind;
-
-/// How a supervisor run ended, from its exit and whether chaos killed it.
-pub fn run_outcome(exit: Option<ExitKind>, killed_by_chaos: bool) -> RunOutcome {
-    match exit {
-        Some(ExitKind::Code(EXIT_OK)) => RunOutcome::Committed,
-        Some(ExitKind::Code(SUPERVISOR_ABORTED)) => RunOutcome::Aborted,
-        Some(ExitKind::Code(SUPERVISOR_FAILED)) => RunOutcome::Failed,
-        Some(ExitKind::Code(CRASHED)) => RunOutcome::Crashed,
-        Some(ExitKind::Signal(s)) if killed_by_chaos && s == Signal::SIGKILL as i32 => {
-            RunOutcome::Killed
-        }
-        _ => RunOutcome::Other,
-    }
-}
 
 /// Every reaped process ended in a way the evidence explains: [`EXIT_OK`];
 /// [`CRASHED`] in an armed process with its crash-record line; a

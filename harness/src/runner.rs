@@ -26,12 +26,13 @@ use handoff::util::monotonic_ns;
 
 use crate::client::{Client, ClientReport};
 use crate::evidence::{Evidence, RunRecord, read_crash_record};
+use crate::exit_code::RunOutcome;
 use crate::fixture::{Fixture, Settled, SupervisorHandle};
 use crate::invariants::{self, Check};
 use crate::reaper::ExitKind;
 use crate::report::{HandoffRecord, JournalView, Report, SecondSupervisor};
 use crate::rules;
-use crate::scenario::{FinalHandoff, Handoff, Outcome, Scenario};
+use crate::scenario::{FinalHandoff, Handoff, Scenario};
 
 /// Run `scenario` and report. Never panics on a scenario failure: the report
 /// says what failed; a failing run keeps its directory.
@@ -137,7 +138,7 @@ fn drive(
     let crashed = report
         .handoffs
         .iter()
-        .any(|h| h.outcome == Some(Outcome::Crashed))
+        .any(|h| h.outcome == Some(RunOutcome::Crashed))
         || !report.restarts.is_empty()
         || std::fs::read_to_string(fx.crash_record()).is_ok_and(|t| !t.trim().is_empty());
     let needed = match s.final_handoff {
@@ -278,9 +279,9 @@ fn run_handoff(
     next
 }
 
-fn code_outcome(kind: ExitKind) -> Option<Outcome> {
+fn code_outcome(kind: ExitKind) -> Option<RunOutcome> {
     match kind {
-        ExitKind::Code(c) => Outcome::from_exit_code(c),
+        ExitKind::Code(c) => RunOutcome::of_code(c),
         ExitKind::Signal(_) => None,
     }
 }
@@ -403,7 +404,7 @@ fn check_journal(fx: &Fixture, report: &Report) -> Check {
                         events::RECOVER
                     ));
                 }
-                if next.outcome != Some(Outcome::Committed) {
+                if next.outcome != Some(RunOutcome::Committed) {
                     problems.push(format!(
                         "{} recovered a journal but did not commit ({:?})",
                         next.supervisor, next.exit
@@ -434,7 +435,7 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
             )),
         }
         if let Some(second) = &h.second {
-            if second.outcome != Some(Outcome::Failed) {
+            if second.outcome != Some(RunOutcome::Failed) {
                 problems.push(format!(
                     "the second supervisor {} ended with {}; expected a refusal (exit 3)",
                     second.supervisor, second.exit

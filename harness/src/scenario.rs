@@ -4,42 +4,7 @@
 
 use serde::Serialize;
 
-use crate::exit_code;
-
-/// How one supervisor run ended, from its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Exit 0: committed; the successor is the incumbent.
-    Committed,
-    /// Exit 2: aborted; the incumbent keeps serving.
-    Aborted,
-    /// Exit 3: an error (the handoff did not happen).
-    Failed,
-    /// Exit 99: died at an armed crash point.
-    Crashed,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Committed,
-        Outcome::Aborted,
-        Outcome::Failed,
-        Outcome::Crashed,
-    ];
-
-    /// The outcome a supervisor's exit code means, if any.
-    pub fn from_exit_code(code: i32) -> Option<Self> {
-        match code {
-            exit_code::EXIT_OK => Some(Outcome::Committed),
-            exit_code::SUPERVISOR_ABORTED => Some(Outcome::Aborted),
-            exit_code::SUPERVISOR_FAILED => Some(Outcome::Failed),
-            exit_code::CRASHED => Some(Outcome::Crashed),
-            _ => None,
-        }
-    }
-}
+use crate::exit_code::RunOutcome;
 
 /// Every timeout of a scenario, in milliseconds, so nothing waits seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,7 +144,7 @@ pub struct Handoff {
     pub successor_env: Vec<(String, String)>,
     /// Acceptable outcomes (the snapshot pins the one that happened unless
     /// the scenario is declared racy).
-    pub expect: Vec<Outcome>,
+    pub expect: Vec<RunOutcome>,
     /// Start a second supervisor while the first one's incumbent drains;
     /// it must be refused.
     pub second_supervisor: bool,
@@ -193,7 +158,7 @@ impl Handoff {
         Self {
             successor: SuccessorBinary::FakePeer,
             successor_env: vec![],
-            expect: vec![Outcome::Committed],
+            expect: vec![RunOutcome::Committed],
             second_supervisor: false,
             drain_grace_ms: None,
         }
@@ -202,7 +167,7 @@ impl Handoff {
     /// A handoff that must abort.
     pub fn aborts() -> Self {
         Self {
-            expect: vec![Outcome::Aborted],
+            expect: vec![RunOutcome::Aborted],
             ..Self::commits()
         }
     }
@@ -315,11 +280,11 @@ mod tests {
 
     #[test]
     fn exit_codes_map_to_outcomes() {
-        assert_eq!(Outcome::from_exit_code(0), Some(Outcome::Committed));
-        assert_eq!(Outcome::from_exit_code(2), Some(Outcome::Aborted));
-        assert_eq!(Outcome::from_exit_code(3), Some(Outcome::Failed));
-        assert_eq!(Outcome::from_exit_code(99), Some(Outcome::Crashed));
-        assert_eq!(Outcome::from_exit_code(1), None);
+        assert_eq!(RunOutcome::of_code(0), Some(RunOutcome::Committed));
+        assert_eq!(RunOutcome::of_code(2), Some(RunOutcome::Aborted));
+        assert_eq!(RunOutcome::of_code(3), Some(RunOutcome::Failed));
+        assert_eq!(RunOutcome::of_code(99), Some(RunOutcome::Crashed));
+        assert_eq!(RunOutcome::of_code(1), None);
     }
 
     #[test]

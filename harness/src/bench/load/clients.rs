@@ -226,8 +226,8 @@ struct Client {
     last_value: Vec<(Option<u64>, bool)>,
 }
 
-/// Outcome of one request.
-enum Outcome {
+/// What one request got.
+enum Answer {
     Ok(String),
     Failed(Trouble),
 }
@@ -294,12 +294,12 @@ impl Client {
             }
             self.counters.max_attempts = self.counters.max_attempts.max(attempts);
             let failed = match outcome {
-                Outcome::Ok(reply) => {
+                Answer::Ok(reply) => {
                     self.check_reply(key, i, is_put, &reply)?;
                     progressed(self.id, start_ns)?;
                     None
                 }
-                Outcome::Failed(trouble) => {
+                Answer::Failed(trouble) => {
                     if is_put {
                         self.last_value[key].1 = true;
                     }
@@ -358,13 +358,13 @@ impl Client {
 
     /// Send `request` and read its reply line, reconnecting and retrying
     /// until `request_deadline` after `start_ns`.
-    fn request(&mut self, request: &str, start_ns: u64) -> (Outcome, u64) {
+    fn request(&mut self, request: &str, start_ns: u64) -> (Answer, u64) {
         let deadline_ns = start_ns + self.config.request_deadline.as_nanos() as u64;
         let mut attempts = 0;
         let mut last = Trouble::TimedOut;
         loop {
             if attempts > 0 && monotonic_ns() >= deadline_ns {
-                return (Outcome::Failed(last), attempts);
+                return (Answer::Failed(last), attempts);
             }
             attempts += 1;
             // A pooled connection the server has closed since its last reply
@@ -400,9 +400,9 @@ impl Client {
                         Trouble::Sealed
                     } else if reply.starts_with("ERR") {
                         self.counters.bad_replies += 1;
-                        return (Outcome::Failed(Trouble::Other), attempts);
+                        return (Answer::Failed(Trouble::Other), attempts);
                     } else {
-                        return (Outcome::Ok(reply), attempts);
+                        return (Answer::Ok(reply), attempts);
                     }
                 }
                 Reply::Gone(e) => classify(&e),
