@@ -43,7 +43,6 @@ pub mod analysis;
 pub mod capture;
 pub mod floor;
 pub mod load;
-pub mod procfs;
 pub mod report;
 pub mod service;
 pub mod stats;
@@ -402,8 +401,8 @@ fn preallocated(n: usize) -> Vec<HandoffRecord> {
 fn sample(after_handoff: usize, service: &Service) -> Result<Sample, BenchError> {
     Ok(Sample {
         after_handoff,
-        supervisor: procfs::sample(std::process::id())?,
-        incumbent: procfs::sample(service.incumbent_pid())?,
+        supervisor: crate::procs::sample(std::process::id())?,
+        incumbent: crate::procs::sample(service.incumbent_pid())?,
     })
 }
 

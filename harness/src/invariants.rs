@@ -265,8 +265,13 @@ pub fn check_kernel_flock(fx: &Fixture, incumbent_pid: u32, first_inode: Option<
 
 /// Invariant 2: exactly one incumbent. It is the only live process of the
 /// scenario, answers `Hello` (role incumbent, its own pid) on the control
-/// socket, and serves on every listener (`PING` → `PONG <its pid>`).
-pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
+/// socket, and serves on every listener: `serves` says what is wrong there
+/// ([`pings_everywhere`] for the fake peer).
+pub fn check_one_incumbent(
+    fx: &Fixture,
+    incumbent_pid: u32,
+    serves: impl Fn(&Fixture, u32) -> Result<(), String>,
+) -> Check {
     let mut problems = Vec::new();
     let live = fx.live();
     if live.len() != 1 || live[0].pid != incumbent_pid {
@@ -283,6 +288,19 @@ pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
         )),
         Err(e) => problems.push(format!("no Hello on the control socket: {e}")),
     }
+    if let Err(e) = serves(fx, incumbent_pid) {
+        problems.push(e);
+    }
+    Check::from_problems(
+        "one-incumbent",
+        problems,
+        format!("pid {incumbent_pid} answers Hello and serves on every listener"),
+    )
+}
+
+/// The fake peer serves on every listener: `PING` → `PONG <its pid>`.
+pub fn pings_everywhere(fx: &Fixture, incumbent_pid: u32) -> Result<(), String> {
+    let mut problems = Vec::new();
     for (name, addr) in fx.listener_addrs() {
         for _ in 0..3 {
             match client::request(addr, "PING", Duration::from_secs(3)) {
@@ -294,11 +312,11 @@ pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
             }
         }
     }
-    Check::from_problems(
-        "one-incumbent",
-        problems,
-        format!("pid {incumbent_pid} answers Hello and PING on every listener"),
-    )
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Connect to a control socket and read the first frame: the `Hello`.

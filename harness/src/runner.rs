@@ -345,7 +345,11 @@ fn final_checks(
         &incumbent,
         Duration::from_secs(3),
     ));
-    checks.push(invariants::check_one_incumbent(fx, pid));
+    checks.push(invariants::check_one_incumbent(
+        fx,
+        pid,
+        invariants::pings_everywhere,
+    ));
     if let Some(c) = client {
         checks.push(invariants::check_acked_writes(
             fx.addr(crate::fixture::LISTENER_NAME),

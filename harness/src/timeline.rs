@@ -5,8 +5,10 @@
 //! process's exit as the harness saw it. For humans reproducing a failure;
 //! the interleaving it shows is one run's, never something to assert on.
 
-use crate::eventlog;
+use crate::eventlog::{self, Normaliser};
+use crate::fixture::ProcEntry;
 use crate::fixture::ProcKind;
+use crate::invariants::Check;
 use crate::report::Report;
 
 /// Width of one column.
@@ -160,13 +162,40 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// The invariant results, one per line.
 pub fn checks_text(report: &Report) -> String {
+    checks_lines(&report.checks, &report.normaliser)
+}
+
+/// `checks`, one per line, pids and paths named by `normaliser`.
+pub fn checks_lines(checks: &[Check], normaliser: &Normaliser) -> String {
     let mut out = String::new();
-    for c in &report.checks {
+    for c in checks {
         out.push_str(&format!(
             "  [{}] {}: {}\n",
             if c.ok { "ok" } else { "FAILED" },
             c.name,
-            report.normaliser.text(&c.detail)
+            normaliser.text(&c.detail)
+        ));
+    }
+    out
+}
+
+/// Every process, its pid, kind, armed points and end, one per line; an
+/// end `killed` says was a chaos kill is marked so.
+pub fn processes_lines(processes: &[ProcEntry], killed: impl Fn(u32) -> bool) -> String {
+    let mut out = String::new();
+    for p in processes {
+        out.push_str(&format!(
+            "  {:<14} pid {:<8} {:?}{} → {}\n",
+            p.name,
+            p.pid.map_or("?".into(), |p| p.to_string()),
+            p.kind,
+            p.armed
+                .as_ref()
+                .map(|a| format!(" armed {a}"))
+                .unwrap_or_default(),
+            p.exit.map_or("not reaped by the harness".into(), |e| {
+                format!("{}{}", e.kind, if killed(e.pid) { " (chaos)" } else { "" })
+            })
         ));
     }
     out
@@ -193,20 +222,7 @@ pub fn failure_text(report: &Report) -> String {
         ));
     }
     out.push_str("\nprocesses:\n");
-    for p in &report.processes {
-        out.push_str(&format!(
-            "  {:<14} pid {:<8} {:?}{} → {}\n",
-            p.name,
-            p.pid.map_or("?".into(), |p| p.to_string()),
-            p.kind,
-            p.armed
-                .as_ref()
-                .map(|a| format!(" armed {a}"))
-                .unwrap_or_default(),
-            p.exit
-                .map_or("not reaped by the harness".into(), |e| e.kind.to_string())
-        ));
-    }
+    out.push_str(&processes_lines(&report.processes, |_| false));
     out.push_str("\ninvariants:\n");
     out.push_str(&checks_text(report));
     out.push('\n');

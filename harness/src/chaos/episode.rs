@@ -49,6 +49,7 @@ use crate::reaper;
 use crate::report::Report;
 use crate::rules;
 use crate::scenario::{Scenario, SuccessorBinary, Timeouts};
+use crate::timeline;
 
 /// Poll step of every watch loop (pacing, never a synchronisation).
 const POLL: Duration = Duration::from_millis(1);
@@ -858,8 +859,11 @@ impl Driver<'_> {
                     &name,
                     Duration::from_secs(3),
                 ));
-                self.checks
-                    .push(invariants::check_one_incumbent(&self.fx, pid));
+                self.checks.push(invariants::check_one_incumbent(
+                    &self.fx,
+                    pid,
+                    invariants::pings_everywhere,
+                ));
             }
             ServiceMode::Custom(_) => {
                 self.checks.push(service::check_fds(
@@ -868,8 +872,11 @@ impl Driver<'_> {
                     &name,
                     Duration::from_secs(3),
                 ));
-                self.checks
-                    .push(service::check_one_incumbent(&self.fx, pid));
+                self.checks.push(invariants::check_one_incumbent(
+                    &self.fx,
+                    pid,
+                    service::accepts_everywhere,
+                ));
             }
         }
         if let (Some(w), reader) = (writer, reader) {
@@ -1030,7 +1037,7 @@ impl Driver<'_> {
             }
         }
         mark_kills(&mut report.logs, &result.kills);
-        let timeline = crate::timeline::render(&report);
+        let rendered = timeline::render(&report);
         if let Some(dir) = artifacts
             && (failed || self.cfg.explain)
         {
@@ -1045,7 +1052,7 @@ impl Driver<'_> {
                 }
             }
         }
-        let text = render_text(self.cfg, result, &report, &timeline);
+        let text = render_text(self.cfg, result, &report, &rendered);
         if let Some(dir) = &result.artifacts {
             let _ = std::fs::write(dir.join("failure.txt"), &text);
             if let Ok(json) = serde_json::to_string_pretty(&result.schedule) {
@@ -1236,31 +1243,11 @@ fn render_text(cfg: &EpisodeConfig, r: &EpisodeResult, report: &Report, timeline
         }
     }
     out.push_str("\nprocesses:\n");
-    for p in &report.processes {
-        out.push_str(&format!(
-            "  {:<14} pid {:<8} {:?}{} → {}\n",
-            p.name,
-            p.pid.map_or("?".into(), |p| p.to_string()),
-            p.kind,
-            p.armed
-                .as_ref()
-                .map(|a| format!(" armed {a}"))
-                .unwrap_or_default(),
-            p.exit.map_or("not reaped by the harness".into(), |e| {
-                let killed = r.kills.iter().any(|k| Some(k.pid) == p.pid);
-                format!("{}{}", e.kind, if killed { " (chaos)" } else { "" })
-            })
-        ));
-    }
+    out.push_str(&timeline::processes_lines(&report.processes, |pid| {
+        r.kills.iter().any(|k| k.pid == pid)
+    }));
     out.push_str("\ninvariants:\n");
-    for c in &r.checks {
-        out.push_str(&format!(
-            "  [{}] {}: {}\n",
-            if c.ok { "ok" } else { "FAILED" },
-            c.name,
-            report.normaliser.text(&c.detail)
-        ));
-    }
+    out.push_str(&timeline::checks_lines(&r.checks, &report.normaliser));
     out.push('\n');
     out.push_str(timeline);
     if let Some(dir) = &r.artifacts {
