@@ -324,28 +324,6 @@ impl Driver<'_> {
         self.cfg.timeouts.service_env()
     }
 
-    /// The environment that arms `points` (none: nothing).
-    fn crash_env(points: &[String]) -> Vec<(String, String)> {
-        if points.is_empty() {
-            vec![]
-        } else {
-            vec![(handoff::crash::ENV_CRASH_AT.to_string(), points.join(","))]
-        }
-    }
-
-    /// Misbehaviour and crash-point environment of the process that is the
-    /// incumbent in run `run`.
-    fn incumbent_env(&self, run: usize) -> Vec<(String, String)> {
-        let s = self.schedule();
-        let mut env: Vec<(String, String)> = s
-            .misbehaviours(run, Party::Incumbent)
-            .into_iter()
-            .filter_map(Misbehaviour::env)
-            .collect();
-        env.extend(Self::crash_env(&s.crash_specs(run, Party::Incumbent)));
-        env
-    }
-
     fn drive(
         &mut self,
         writer: &mut Option<Client>,
@@ -354,7 +332,7 @@ impl Driver<'_> {
     ) -> Result<(), Halt> {
         // 1. The first incumbent.
         let mut env = self.service_env();
-        env.extend(self.incumbent_env(0));
+        env.extend(self.schedule().env(&[(0, Party::Incumbent)]));
         let first = self.fx.cold_start(&env)?;
         match self.settle(None, &mut Vec::new())? {
             Settled::Incumbent { name, .. } => self.incumbent = Some(name),
@@ -562,22 +540,10 @@ impl Driver<'_> {
             timeouts.deadline_ms = NEVER_READY_DEADLINE_MS;
         }
         let mut supervisor_env = self.service_env();
-        supervisor_env.extend(Self::crash_env(&s.crash_specs(run, Party::Supervisor)));
-        // The successor: its own misbehaviours and `n-` points, and what the
-        // schedule sets in the incumbent of the next run (which it becomes
-        // if this run commits).
-        let mut successor_env: Vec<(String, String)> = successor_misbehaviours
-            .iter()
-            .filter_map(|m| m.env())
-            .collect();
-        successor_env.extend(
-            s.misbehaviours(run + 1, Party::Incumbent)
-                .into_iter()
-                .filter_map(Misbehaviour::env),
-        );
-        let mut points = s.crash_specs(run, Party::Successor);
-        points.extend(s.crash_specs(run + 1, Party::Incumbent));
-        successor_env.extend(Self::crash_env(&points));
+        supervisor_env.extend(s.env(&[(run, Party::Supervisor)]));
+        // The successor: its own faults, and what the schedule sets in the
+        // incumbent of the next run (which it becomes if this run commits).
+        let successor_env = s.env(&[(run, Party::Successor), (run + 1, Party::Incumbent)]);
         let binary = if successor_misbehaviours.contains(&Misbehaviour::Impostor) {
             SuccessorBinary::Impostor
         } else {

@@ -87,14 +87,6 @@ impl Misbehaviour {
         Some((k.to_string(), v))
     }
 
-    /// Whether it makes its run abort, or fail, by design.
-    pub fn spoils_the_run(self) -> bool {
-        !matches!(
-            self,
-            Misbehaviour::SlowDrain { .. } | Misbehaviour::SlowSeal { .. }
-        )
-    }
-
     fn words(self) -> String {
         match self {
             Misbehaviour::SealFailsOnce => "its first seal fails (FAKE_SEAL_FAIL=once)".into(),
@@ -309,18 +301,28 @@ impl Schedule {
             .collect()
     }
 
-    /// The `HANDOFF_CRASH_AT` entries of run `run` whose side is `side`:
-    /// crash points (`<point>`) and stalls (`<point>=delay(<ms>)`).
-    pub fn crash_specs(&self, run: usize, side: Party) -> Vec<String> {
-        self.faults_of(run)
-            .filter_map(|f| match f.kind {
-                FaultKind::Crash { point } if crash_role(point) == side => Some(point.to_string()),
-                FaultKind::Stall { point, ms } if crash_role(point) == side => {
-                    Some(format!("{point}=delay({ms})"))
+    /// The environment that sets, in one process, the faults of each
+    /// `(run, party)` it plays: misbehaviours (`FAKE_*`), then one
+    /// `HANDOFF_CRASH_AT` with its crash points (`<point>`) and stalls
+    /// (`<point>=delay(<ms>)`). A fault that reaches a process through its
+    /// environment says how here.
+    pub fn env(&self, hosts: &[(usize, Party)]) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        let mut points = Vec::new();
+        for &(run, party) in hosts {
+            for f in self.faults_of(run).filter(|f| f.target() == party) {
+                match f.kind {
+                    FaultKind::Misbehave(m) => env.extend(m.env()),
+                    FaultKind::Crash { point } => points.push(point.to_string()),
+                    FaultKind::Stall { point, ms } => points.push(format!("{point}=delay({ms})")),
+                    FaultKind::Kill { .. } => {}
                 }
-                _ => None,
-            })
-            .collect()
+            }
+        }
+        if !points.is_empty() {
+            env.push((handoff::crash::ENV_CRASH_AT.to_string(), points.join(",")));
+        }
+        env
     }
 
     /// Only the faults whose ids are in `ids` (the runs stay).
