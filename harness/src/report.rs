@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::eventlog::{Normaliser, ProcessLog};
+use crate::evidence::read_crash_record;
 use crate::exit_code::RunOutcome;
 use crate::fixture::{Fixture, ProcEntry, SupervisorHandle};
 use crate::invariants::Check;
@@ -199,17 +200,14 @@ impl Report {
         }
         n.learn_ids(&self.logs);
         self.normaliser = n;
-        let record = std::fs::read_to_string(fx.crash_record()).unwrap_or_default();
-        self.fired = record
-            .lines()
-            .filter_map(|l| {
-                let (point, pid) = l.trim().split_once(' ')?;
-                let pid: u32 = pid.parse().ok()?;
-                Some((
-                    point.to_string(),
-                    fx.name_of(pid)
-                        .map_or_else(|| format!("pid {pid}"), str::to_string),
-                ))
+        self.fired = read_crash_record(&fx.crash_record())
+            .into_iter()
+            .map(|(point, pid)| {
+                let name = fx.name_of(pid);
+                (
+                    point,
+                    name.map_or_else(|| format!("pid {pid}"), str::to_string),
+                )
             })
             .collect();
         self.reached = self
