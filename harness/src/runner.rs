@@ -33,6 +33,7 @@ use crate::reaper::ExitKind;
 use crate::report::{HandoffRecord, JournalView, Report, SecondSupervisor};
 use crate::rules;
 use crate::scenario::{FinalHandoff, Handoff, Scenario};
+use crate::timeline;
 
 /// Run `scenario` and report. Never panics on a scenario failure: the report
 /// says what failed; a failing run keeps its directory.
@@ -433,8 +434,8 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
                 h.exit.map_or("no exit".into(), |e| e.to_string()),
                 h.outcome,
                 h.expect,
-                last_line(&h.stderr)
-                    .map(|l| format!("; its stderr ends with: {l}"))
+                timeline::supervisor_says(&h.stdout, &h.stderr)
+                    .map(|l| format!("; it said: {l}"))
                     .unwrap_or_default()
             )),
         }
@@ -448,19 +449,12 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
             if !second.stderr_mentions_refusal {
                 problems.push(format!(
                     "the second supervisor's error does not say it was refused: {:?}",
-                    last_line(&second.stderr).unwrap_or_default()
+                    timeline::supervisor_says("", &second.stderr).unwrap_or_default()
                 ));
             }
         }
     }
     Check::from_problems("outcome", problems, "every run ended as expected".into())
-}
-
-fn last_line(s: &str) -> Option<String> {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string)
 }
 
 /// Checks that need every exit: invariant 6.

@@ -237,6 +237,38 @@ pub fn failure_text(report: &Report) -> String {
     out
 }
 
+/// What a supervisor said about its run: its own last `handoff-supervisor:`
+/// line on stderr (its successor writes to the same stderr, and the log
+/// lines carry colours), else the first line of its stdout, else the last
+/// line of its stderr.
+pub fn supervisor_says(stdout: &str, stderr: &str) -> Option<String> {
+    let plain = strip_ansi(stderr);
+    let lines = || plain.lines().rev().filter(|l| !l.trim().is_empty());
+    lines()
+        .find(|l| l.starts_with("handoff-supervisor:") && !l.contains("next:"))
+        .or_else(|| stdout.lines().find(|l| !l.trim().is_empty()))
+        .or_else(|| lines().next())
+        .map(|l| l.trim().to_string())
+}
+
+/// Remove ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +278,22 @@ mod tests {
         assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
         assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
         assert_eq!(wrap("", 4), vec![""]);
+    }
+
+    #[test]
+    fn a_supervisor_says_its_own_last_line() {
+        let stderr = "\u{1b}[2mhandoff-supervisor: next: x\u{1b}[0m\nhandoff-supervisor: aborted\npeer noise\n";
+        assert_eq!(
+            supervisor_says("", stderr).as_deref(),
+            Some("handoff-supervisor: aborted")
+        );
+        assert_eq!(
+            supervisor_says("committed 1\n", "").as_deref(),
+            Some("committed 1")
+        );
+        assert_eq!(
+            supervisor_says("", "refused\n\n").as_deref(),
+            Some("refused")
+        );
     }
 }

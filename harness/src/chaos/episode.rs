@@ -701,7 +701,7 @@ impl Driver<'_> {
             settled: None,
             window_start_ns,
             window_end_ns: 0,
-            stderr_tail: supervisor_says(&stdout, &stderr),
+            stderr_tail: timeline::supervisor_says(&stdout, &stderr),
             latency_ms: None,
         };
         let settled = match settled {
@@ -1047,37 +1047,6 @@ fn is_live(pid: u32) -> bool {
         .ok()
         .and_then(|t| crate::procs::parse_stat(&t))
         .is_some_and(|s| s.is_live())
-}
-
-/// What a supervisor said about its run: its own last `handoff-supervisor:`
-/// line on stderr (its successor writes to the same stderr, and the log
-/// lines carry colours), else the first line of its stdout.
-fn supervisor_says(stdout: &str, stderr: &str) -> Option<String> {
-    let plain = strip_ansi(stderr);
-    plain
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("handoff-supervisor:") && !l.contains("next:"))
-        .or_else(|| stdout.lines().find(|l| !l.trim().is_empty()))
-        .map(|l| l.trim().to_string())
-}
-
-/// Remove ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Put each kill in its victim's column of the timeline, at the instant it
