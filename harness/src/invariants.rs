@@ -595,6 +595,57 @@ pub fn check_fd_table(
     }
 }
 
+/// How the final incumbent is probed: the fake peer's way, or another
+/// service's (its FD table judged by `fds`, its serving by `serves`).
+pub struct Probes {
+    /// The `no-stray-fd` check.
+    pub fds: fn(&Fixture, u32, &str, Duration) -> Check,
+    /// What is wrong with how it serves on the listeners.
+    pub serves: fn(&Fixture, u32) -> Result<(), String>,
+}
+
+/// The fake peer's probes.
+pub const FAKE_PEER: Probes = Probes {
+    fds: check_fds,
+    serves: pings_everywhere,
+};
+
+/// The checks that need the final incumbent `name` (`pid`) still serving,
+/// the same for every run: the kernel's flock; `kv.log` against every
+/// acknowledged write (`acked`); the FD table (before any probe of ours
+/// opens a connection to it); one incumbent; the writer's acknowledged
+/// writes read back; nothing else of the fixture alive.
+pub fn serving_checks(
+    fx: &Fixture,
+    pid: u32,
+    name: &str,
+    first_lock_inode: Option<u64>,
+    writes: Option<(&ClientReport, &ClientReport)>,
+    probes: &Probes,
+) -> Vec<Check> {
+    let mut checks = vec![check_kernel_flock(fx, pid, first_lock_inode)];
+    if let Some((acked, _)) = writes {
+        checks.push(check_kv_log(&fx.data_dir(), acked));
+    }
+    checks.push((probes.fds)(fx, pid, name, Duration::from_secs(3)));
+    checks.push(check_one_incumbent(fx, pid, probes.serves));
+    if let Some((_, writer)) = writes {
+        checks.push(check_acked_writes(
+            fx.addr(crate::fixture::LISTENER_NAME),
+            writer,
+        ));
+    }
+    checks.push(crate::rules::check_no_leaked_process(
+        &crate::evidence::Evidence {
+            processes: fx.processes(),
+            live: &fx.live(),
+            final_incumbent: Some(pid),
+            ..Default::default()
+        },
+    ));
+    checks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -332,37 +332,15 @@ fn final_checks(
         return;
     };
     let logs = fx.logs();
-    let mut checks: Vec<Check> = vec![
-        invariants::check_flock_intervals(&logs),
-        invariants::check_kernel_flock(fx, pid, report.first_lock_inode),
-    ];
-    if let Some(c) = client {
-        checks.push(invariants::check_kv_log(&fx.data_dir(), c));
-    }
-    // FDs before any probe of ours opens a connection to the incumbent.
-    checks.push(invariants::check_fds(
+    let mut checks = vec![invariants::check_flock_intervals(&logs)];
+    checks.extend(invariants::serving_checks(
         fx,
         pid,
         &incumbent,
-        Duration::from_secs(3),
+        report.first_lock_inode,
+        client.map(|c| (c, c)),
+        &invariants::FAKE_PEER,
     ));
-    checks.push(invariants::check_one_incumbent(
-        fx,
-        pid,
-        invariants::pings_everywhere,
-    ));
-    if let Some(c) = client {
-        checks.push(invariants::check_acked_writes(
-            fx.addr(crate::fixture::LISTENER_NAME),
-            c,
-        ));
-    }
-    checks.push(rules::check_no_leaked_process(&Evidence {
-        processes: fx.processes(),
-        live: &fx.live(),
-        final_incumbent: Some(pid),
-        ..Evidence::default()
-    }));
     checks.push(check_journal(fx, report));
     checks.push(check_outcomes(s, report));
     report.checks.extend(checks);

@@ -811,52 +811,29 @@ impl Driver<'_> {
             ));
             return;
         };
-        self.checks.push(invariants::check_kernel_flock(
+        let merged = writer.map(|w| {
+            let mut all = w.clone();
+            all.acked
+                .extend(reader.iter().flat_map(|r| r.acked.iter().cloned()));
+            all
+        });
+        let probes = match &self.cfg.service {
+            ServiceMode::FakePeer { .. } => invariants::FAKE_PEER,
+            ServiceMode::Custom(_) => invariants::Probes {
+                fds: service::check_fds,
+                serves: service::accepts_everywhere,
+            },
+        };
+        self.checks.extend(invariants::serving_checks(
             &self.fx,
             pid,
+            &name,
             self.first_lock_inode,
+            merged.as_ref().zip(writer),
+            &probes,
         ));
-        // FDs before any probe of ours opens a connection to the incumbent.
-        match &self.cfg.service {
-            ServiceMode::FakePeer { .. } => {
-                self.checks.push(invariants::check_fds(
-                    &self.fx,
-                    pid,
-                    &name,
-                    Duration::from_secs(3),
-                ));
-                self.checks.push(invariants::check_one_incumbent(
-                    &self.fx,
-                    pid,
-                    invariants::pings_everywhere,
-                ));
-            }
-            ServiceMode::Custom(_) => {
-                self.checks.push(service::check_fds(
-                    &self.fx,
-                    pid,
-                    &name,
-                    Duration::from_secs(3),
-                ));
-                self.checks.push(invariants::check_one_incumbent(
-                    &self.fx,
-                    pid,
-                    service::accepts_everywhere,
-                ));
-            }
-        }
-        if let (Some(w), reader) = (writer, reader) {
-            let mut merged = w.clone();
-            if let Some(r) = reader {
-                merged.acked.extend(r.acked.iter().cloned());
-            }
-            self.checks
-                .push(invariants::check_kv_log(&self.fx.data_dir(), &merged));
-            self.checks.push(invariants::check_acked_writes(
-                self.fx.addr(LISTENER_NAME),
-                w,
-            ));
-            result.acked_writes_verified = merged.acked.len() as u64;
+        if let Some(all) = &merged {
+            result.acked_writes_verified = all.acked.len() as u64;
             result.reads_verified = reader.map_or(0, |r| r.reads_ok);
         }
         if let Some(written) = workload_written {
@@ -868,13 +845,6 @@ impl Driver<'_> {
                 self.checks.push(Workload::verify(cmd, &self.fx));
             }
         }
-        let live = self.fx.live();
-        self.checks.push(rules::check_no_leaked_process(&Evidence {
-            processes: self.fx.processes(),
-            live: &live,
-            final_incumbent: Some(pid),
-            ..Evidence::default()
-        }));
         self.checks.push(if self.fx.journal().exists() {
             Check::fail("journal", "a journal is left at the end")
         } else {
