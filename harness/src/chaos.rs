@@ -30,6 +30,7 @@
 
 pub mod checks;
 pub mod episode;
+pub mod render;
 pub mod rng;
 pub mod schedule;
 pub mod service;
