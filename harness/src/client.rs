@@ -124,6 +124,15 @@ pub struct ConnOptions {
 }
 
 impl ConnOptions {
+    /// Every connect, read and write bounded by `timeout`.
+    pub fn within(timeout: Duration) -> Self {
+        Self {
+            connect_timeout: timeout,
+            io_timeout: timeout,
+            bound_writes: true,
+        }
+    }
+
     /// Connect and read in steps of `step`, writes unbounded.
     pub fn stepped(step: Duration) -> Self {
         Self {
@@ -289,14 +298,7 @@ fn write_loop(addr: SocketAddr, stop: &AtomicBool, woken: &mpsc::Receiver<()>) -
 /// Send one request line on a fresh connection and read one reply line,
 /// within `timeout`.
 pub fn request(addr: SocketAddr, line: &str, timeout: Duration) -> std::io::Result<String> {
-    let mut conn = LineConn::connect(
-        addr,
-        ConnOptions {
-            connect_timeout: timeout,
-            io_timeout: timeout,
-            bound_writes: true,
-        },
-    )?;
+    let mut conn = LineConn::connect(addr, ConnOptions::within(timeout))?;
     conn.send(line)?;
     match conn.read_reply(Patience::None) {
         Reply::Line(reply) => Ok(reply),
@@ -314,28 +316,18 @@ pub fn get_many(
     keys: &[String],
     timeout: Duration,
 ) -> std::io::Result<Vec<String>> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut conn = LineConn::connect(addr, ConnOptions::within(timeout))?;
     let mut out = Vec::with_capacity(keys.len());
     // Batches keep both socket buffers small.
     for chunk in keys.chunks(64) {
-        let mut req = String::new();
-        for k in chunk {
-            req.push_str("GET ");
-            req.push_str(k);
-            req.push('\n');
-        }
-        (&stream).write_all(req.as_bytes())?;
+        let batch: Vec<String> = chunk.iter().map(|k| format!("GET {k}")).collect();
+        conn.send(&batch.join("\n"))?;
         for _ in chunk {
-            let mut reply = String::new();
-            if reader.read_line(&mut reply)? == 0 || !reply.ends_with('\n') {
-                return Err(std::io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "connection ended in the middle of the GETs",
-                ));
+            match conn.read_reply(Patience::None) {
+                Reply::Line(reply) => out.push(reply),
+                Reply::Gone(e) => return Err(e),
+                Reply::Stalled | Reply::Stopped => return Err(ErrorKind::TimedOut.into()),
             }
-            out.push(reply.trim_end().to_string());
         }
     }
     Ok(out)

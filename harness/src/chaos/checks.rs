@@ -21,16 +21,15 @@ use crate::invariants::Check;
 /// client's observation of it.
 const REAP_SLACK_NS: u64 = 1_000_000_000;
 
-/// The entries of a `HANDOFF_CRASH_AT` spec: `(point, whether it exits)`
-/// (a `delay` or `hang` entry is a stall, not a crash).
-pub fn armed_points(spec: &str) -> impl Iterator<Item = (&str, bool)> {
-    spec.split(',')
-        .filter(|e| !e.trim().is_empty())
-        .map(|entry| {
-            let (head, action) = entry.split_once('=').unwrap_or((entry, "exit"));
-            let point = head.split('@').next().unwrap_or(head).trim();
-            (point, action.trim() == "exit")
-        })
+/// The points a `HANDOFF_CRASH_AT` spec makes exit (a `delay` or `hang`
+/// entry is a stall, not a crash), by the library's own parser.
+pub fn exiting_points(spec: &str) -> Vec<&'static str> {
+    let armed = handoff::crash::parse_spec(spec).unwrap_or_default();
+    armed
+        .into_iter()
+        .filter(|a| a.action == handoff::crash::Action::Exit)
+        .map(|a| a.point)
+        .collect()
 }
 
 /// Invariant 6 (crash points): every point that fired fired in a process
@@ -40,9 +39,10 @@ pub fn check_crash_points(ev: &Evidence) -> Check {
     for (point, pid) in ev.crash_record {
         match ev.process_by_pid(*pid) {
             Some(p) => {
-                let armed_with = p.armed.as_deref().is_some_and(|spec| {
-                    armed_points(spec).any(|(name, exit)| exit && name == point.as_str())
-                });
+                let armed_with = p
+                    .armed
+                    .as_deref()
+                    .is_some_and(|spec| exiting_points(spec).contains(&point.as_str()));
                 if !armed_with {
                     problems.push(format!(
                         "{point} fired in {} (pid {pid}), which was armed with {:?}",

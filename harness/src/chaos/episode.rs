@@ -926,10 +926,8 @@ impl Driver<'_> {
             .count() as u64;
         for p in &processes {
             if let Some(spec) = &p.armed {
-                for (point, exits) in checks::armed_points(spec) {
-                    if exits {
-                        result.armed.push((point.to_string(), p.name.clone()));
-                    }
+                for point in checks::exiting_points(spec) {
+                    result.armed.push((point.to_string(), p.name.clone()));
                 }
             }
         }
