@@ -179,3 +179,58 @@ pub fn parse_crash_record(text: &str) -> Vec<(String, u32)> {
 pub fn read_crash_record(path: &std::path::Path) -> Vec<(String, u32)> {
     parse_crash_record(&std::fs::read_to_string(path).unwrap_or_default())
 }
+
+/// Hand-written evidence for the unit tests of the rules and checks.
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::*;
+    use crate::chaos::stage::{Party, Stage};
+    use crate::fixture::ProcKind;
+    use crate::reaper::Exit;
+
+    /// A log of `(mono_ns, event, extra JSON fields starting with a comma)`.
+    pub fn log(process: &str, pid: u32, lines: &[(u64, &str, &str)]) -> ProcessLog {
+        let text: String = lines
+            .iter()
+            .map(|(t, name, extra)| {
+                format!(
+                    r#"{{"mono_ns":{t},"pid":{pid},"level":"INFO","event":"{name}","message":""{extra}}}"#
+                ) + "\n"
+            })
+            .collect();
+        crate::eventlog::parse_log(process, text.as_bytes())
+    }
+
+    /// A process that ended with `exit` (reaped at 1 µs), if it did.
+    pub fn proc_entry(name: &str, pid: u32, kind: ProcKind, exit: Option<ExitKind>) -> ProcEntry {
+        ProcEntry {
+            name: name.into(),
+            pid: Some(pid),
+            kind,
+            armed: None,
+            spawned_by: None,
+            exit: exit.map(|kind| Exit {
+                pid,
+                kind,
+                reaped_mono_ns: 1_000,
+            }),
+            killed_by_harness: false,
+        }
+    }
+
+    /// An idle chaos kill of `process` at `at_ns`.
+    pub fn kill(process: &str, pid: u32, at_ns: u64) -> KillRecord {
+        KillRecord {
+            fault_id: 0,
+            run: 0,
+            idle: true,
+            victim: Party::Incumbent,
+            process: process.into(),
+            pid,
+            trigger: "idle".into(),
+            delay_ms: 0,
+            at_ns,
+            phase: Stage::Idle,
+        }
+    }
+}

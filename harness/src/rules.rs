@@ -163,28 +163,11 @@ pub fn check_restarts(ev: &Evidence) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::stage::{Party, Stage};
-    use crate::eventlog::{ProcessLog, parse_log};
-    use crate::evidence::{KillRecord, Restart, RunRecord};
+    use crate::eventlog::ProcessLog;
+    use crate::evidence::samples::{kill, log, proc_entry as entry};
+    use crate::evidence::{Restart, RunRecord};
     use crate::fixture::ProcEntry;
     use crate::procs::ProcStat;
-    use crate::reaper::Exit;
-
-    fn entry(name: &str, pid: u32, kind: ProcKind, exit: Option<ExitKind>) -> ProcEntry {
-        ProcEntry {
-            name: name.into(),
-            pid: Some(pid),
-            kind,
-            armed: None,
-            spawned_by: None,
-            exit: exit.map(|kind| Exit {
-                pid,
-                kind,
-                reaped_mono_ns: 1_000,
-            }),
-            killed_by_harness: false,
-        }
-    }
 
     fn run(outcome: RunOutcome) -> RunRecord {
         RunRecord {
@@ -195,27 +178,9 @@ mod tests {
         }
     }
 
-    fn kill(process: &str, pid: u32, at_ns: u64) -> KillRecord {
-        KillRecord {
-            fault_id: 0,
-            run: 0,
-            idle: false,
-            victim: Party::Incumbent,
-            process: process.into(),
-            pid,
-            trigger: "idle".into(),
-            delay_ms: 0,
-            at_ns,
-            phase: Stage::Idle,
-        }
-    }
-
     fn crash_log(process: &str, pid: u32, at_ns: u64) -> ProcessLog {
-        let line = format!(
-            r#"{{"mono_ns":{at_ns},"pid":{pid},"level":"INFO","event":"{}","message":"","point":"o-after-drain","action":"Exit"}}"#,
-            handoff::events::CRASH
-        );
-        parse_log(process, format!("{line}\n").as_bytes())
+        let fields = r#","point":"o-after-drain","action":"Exit""#;
+        log(process, pid, &[(at_ns, handoff::events::CRASH, fields)])
     }
 
     fn exits_ok(processes: &[ProcEntry], runs: &[RunRecord], ev: Evidence) -> bool {

@@ -554,39 +554,9 @@ pub fn check_client_accounting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventlog::{ProcessLog, parse_log};
-    use crate::evidence::KillRecord;
-    use crate::fixture::ProcEntry;
-    use crate::reaper::Exit;
+    use crate::eventlog::ProcessLog;
+    use crate::evidence::samples::{kill, log, proc_entry};
     use crate::reaper::ExitKind;
-
-    fn log(process: &str, pid: u32, lines: &[(u64, &str, &str)]) -> ProcessLog {
-        let text: String = lines
-            .iter()
-            .map(|(t, name, extra)| {
-                format!(
-                    r#"{{"mono_ns":{t},"pid":{pid},"level":"INFO","event":"{name}","message":""{extra}}}"#
-                ) + "\n"
-            })
-            .collect();
-        parse_log(process, text.as_bytes())
-    }
-
-    fn proc_entry(name: &str, pid: u32, kind: ProcKind, exit: Option<ExitKind>) -> ProcEntry {
-        ProcEntry {
-            name: name.into(),
-            pid: Some(pid),
-            kind,
-            armed: None,
-            spawned_by: None,
-            exit: exit.map(|kind| Exit {
-                pid,
-                kind,
-                reaped_mono_ns: 1_000,
-            }),
-            killed_by_harness: false,
-        }
-    }
 
     #[test]
     fn a_supervisor_that_accepts_the_wrong_pid_is_caught() {
@@ -641,18 +611,7 @@ mod tests {
             proc_entry("peer-0", 6, ProcKind::ColdStart, Some(ExitKind::Signal(9))),
             proc_entry("peer-1", 7, ProcKind::Successor, None),
         ];
-        let kills = vec![KillRecord {
-            fault_id: 0,
-            run: 0,
-            idle: false,
-            victim: super::super::stage::Party::Incumbent,
-            process: "peer-0".into(),
-            pid: 6,
-            trigger: "idle".into(),
-            delay_ms: 0,
-            at_ns: 300,
-            phase: super::super::stage::Stage::Idle,
-        }];
+        let kills = vec![kill("peer-0", 6, 300)];
         let ev = Evidence {
             logs: &logs,
             processes: &processes,

@@ -168,7 +168,7 @@ pub fn episode_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::stage::{Party, Stage};
+    use crate::evidence::samples::kill;
 
     #[test]
     fn a_kill_lands_in_its_victims_column_in_time_order() {
@@ -186,19 +186,10 @@ mod tests {
             events: vec![event(10), event(30)],
             ..ProcessLog::default()
         }];
-        let kill = |process: &str, at_ns| KillRecord {
-            fault_id: 0,
-            run: 0,
-            idle: true,
-            victim: Party::Incumbent,
-            process: process.into(),
-            pid: 5,
-            trigger: "idle".into(),
-            delay_ms: 0,
-            at_ns,
-            phase: Stage::Idle,
-        };
-        mark_kills(&mut logs, &[kill("peer-0", 20), kill("supervisor-1", 5)]);
+        mark_kills(
+            &mut logs,
+            &[kill("peer-0", 5, 20), kill("supervisor-1", 7, 5)],
+        );
         let names: Vec<(&str, u64)> = logs[1]
             .events
             .iter()
