@@ -246,11 +246,6 @@ impl Normaliser {
         self.pids.entry(pid).or_insert_with(|| name.to_string());
     }
 
-    /// The name of `pid`, if known.
-    pub fn pid_name(&self, pid: u32) -> Option<&str> {
-        self.pids.get(&pid).map(String::as_str)
-    }
-
     /// Number every UUID in `logs`, scanning processes in [`process_order`]
     /// and each log in file order.
     pub fn learn_ids(&mut self, logs: &[ProcessLog]) {

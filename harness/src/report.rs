@@ -169,11 +169,6 @@ impl Report {
         self.dir.clone()
     }
 
-    /// The handoff that spawned successor `name`.
-    pub fn handoff_of_successor(&self, name: &str) -> Option<&HandoffRecord> {
-        self.handoffs.iter().find(|h| h.successor == name)
-    }
-
     /// Take the processes and logs from the fixture and build the names.
     pub fn collect(&mut self, fx: &Fixture) {
         self.processes = fx.processes().to_vec();
