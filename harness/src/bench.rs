@@ -1,5 +1,5 @@
 //! `harness bench`: how fast a handoff is, measured against what it cannot
-//! avoid, and proof of zero client errors under load (issue 5).
+//! avoid, and proof of zero client errors under load.
 //!
 //! One run measures, on the fake peer and in this order:
 //!
@@ -41,10 +41,8 @@
 
 pub mod analysis;
 pub mod capture;
-pub mod event_log;
 pub mod floor;
 pub mod load;
-pub mod procfs;
 pub mod report;
 pub mod service;
 pub mod stats;
@@ -66,6 +64,7 @@ use self::report::{
 };
 use self::service::{HandoffRecord, Service, ServiceConfig};
 use self::stats::Summary;
+use crate::eventlog::SharedLog;
 
 /// Command-line arguments of `harness bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -104,7 +103,8 @@ pub struct BenchArgs {
     /// with `$CARGO build --release -p fake-peers` when run through cargo].
     #[arg(long, value_name = "PATH")]
     pub fake_peer: Option<PathBuf>,
-    /// Exit with an error when a target of issue 5 is missed.
+    /// Exit with an error when a target (the TARGETS section of the report)
+    /// is missed.
     #[arg(long)]
     pub check: bool,
     /// What the spawn-only windows fork+exec, as one string split on spaces
@@ -401,8 +401,8 @@ fn preallocated(n: usize) -> Vec<HandoffRecord> {
 fn sample(after_handoff: usize, service: &Service) -> Result<Sample, BenchError> {
     Ok(Sample {
         after_handoff,
-        supervisor: procfs::sample(std::process::id())?,
-        incumbent: procfs::sample(service.incumbent_pid())?,
+        supervisor: crate::procs::sample(std::process::id())?,
+        incumbent: crate::procs::sample(service.incumbent_pid())?,
     })
 }
 
@@ -580,17 +580,17 @@ fn spawn_only_windows(
     Ok(())
 }
 
-fn child_events(service: &Service) -> Result<event_log::ChildEvents, BenchError> {
+fn child_events(service: &Service) -> Result<SharedLog, BenchError> {
     Ok(match service.event_log() {
-        Some(path) => event_log::read(&path)?,
-        None => event_log::ChildEvents::default(),
+        Some(path) => SharedLog::read(&path)?,
+        None => SharedLog::default(),
     })
 }
 
 fn run_report(
     records: &mut [HandoffRecord],
     service: &Service,
-    log: &event_log::ChildEvents,
+    log: &SharedLog,
     samples: Vec<Sample>,
     slow_reconnects: usize,
 ) -> RunReport {

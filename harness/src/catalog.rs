@@ -21,9 +21,8 @@
 use handoff::crash::{CrashPoint, CrashSide, REGISTRY};
 use handoff::events;
 
-use crate::scenario::{
-    Crash, FinalHandoff, Handoff, Outcome, Racy, Scenario, SuccessorBinary, Timeouts,
-};
+use crate::exit_code::RunOutcome;
+use crate::scenario::{Crash, FinalHandoff, Handoff, Racy, Scenario, SuccessorBinary, Timeouts};
 
 /// A fault that makes a crash point reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ pub const REACH: &[(&str, Reach)] = &[
 /// snapshot, the acceptable outcomes of the crashed run, and who may be the
 /// incumbent after it. Found by running each trial many times; see the
 /// README of the scenario suite.
-pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
+pub fn racy(point: &str) -> Option<(Racy, Vec<RunOutcome>)> {
     match point {
         // The seed's own example.
         "s-after-begin-sent" => Some((
@@ -70,7 +69,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                     ("supervisor-2", "handoff.recover incumbent_pid="),
                 ],
             },
-            vec![Outcome::Crashed],
+            vec![RunOutcome::Crashed],
         )),
         "n-after-hello-sent" => Some((
             Racy {
@@ -86,7 +85,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                 survivors: vec![],
                 survivor_in: vec![],
             },
-            vec![Outcome::Failed, Outcome::Aborted],
+            vec![RunOutcome::Failed, RunOutcome::Aborted],
         )),
         "o-after-hello-sent" => Some((
             Racy {
@@ -102,7 +101,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                 survivors: vec![],
                 survivor_in: vec![],
             },
-            vec![Outcome::Failed],
+            vec![RunOutcome::Failed],
         )),
         "o-after-drained-sent" => Some((
             Racy {
@@ -118,7 +117,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                 survivors: vec![],
                 survivor_in: vec![],
             },
-            vec![Outcome::Failed],
+            vec![RunOutcome::Failed],
         )),
         "o-after-seal-complete-sent" => Some((
             Racy {
@@ -132,7 +131,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                 survivors: vec![],
                 survivor_in: vec![],
             },
-            vec![Outcome::Committed],
+            vec![RunOutcome::Committed],
         )),
         "n-after-hello-ack-recv" => Some((
             Racy {
@@ -147,7 +146,7 @@ pub fn racy(point: &str) -> Option<(Racy, Vec<Outcome>)> {
                 survivors: vec![],
                 survivor_in: vec![],
             },
-            vec![Outcome::Aborted],
+            vec![RunOutcome::Aborted],
         )),
         _ => None,
     }
@@ -183,9 +182,13 @@ pub fn crash_scenario(point: &CrashPoint) -> Scenario {
     );
     s.crash = Some(Crash::at(point.name));
     s.handoffs[0].expect = match point.side {
-        CrashSide::Supervisor => vec![Outcome::Crashed],
+        CrashSide::Supervisor => vec![RunOutcome::Crashed],
         CrashSide::Incumbent | CrashSide::Successor => {
-            vec![Outcome::Committed, Outcome::Aborted, Outcome::Failed]
+            vec![
+                RunOutcome::Committed,
+                RunOutcome::Aborted,
+                RunOutcome::Failed,
+            ]
         }
     };
     apply_reach(&mut s, reach_of(point.name));
@@ -256,14 +259,14 @@ pub fn named_scenarios() -> Vec<Scenario> {
     );
     s.timeouts.drain_grace_ms = 200;
     s.incumbent_env.push(("FAKE_DRAIN_MS".into(), "900".into()));
-    // A drain timeout is an error (exit 3), as in the seed: the supervisor
+    // A drain timeout is an error (exit 3): the supervisor
     // gives up before the seal and clears its journal (DESIGN.md section 5,
     // "cleared at the end either way"); the incumbent, drained but not
     // sealed, resumes on the closed session. The next handoff, with a drain
     // grace that covers the slow drain, commits.
     s.handoffs = vec![
         Handoff {
-            expect: vec![Outcome::Failed],
+            expect: vec![RunOutcome::Failed],
             ..Handoff::commits()
         },
         Handoff {
@@ -291,7 +294,7 @@ pub fn named_scenarios() -> Vec<Scenario> {
          the incumbent serves on",
     );
     s.handoffs = vec![Handoff {
-        expect: vec![Outcome::Failed, Outcome::Aborted],
+        expect: vec![RunOutcome::Failed, RunOutcome::Aborted],
         ..Handoff::commits().successor_env("FAKE_EXIT_BEFORE_HELLO", "1")
     }];
     s.final_handoff = FinalHandoff::Never;
@@ -316,7 +319,7 @@ pub fn named_scenarios() -> Vec<Scenario> {
         "o-after-seal-complete-sent=delay(200)".into(),
     ));
     s.handoffs = vec![Handoff {
-        expect: vec![Outcome::Crashed],
+        expect: vec![RunOutcome::Crashed],
         ..Handoff::commits().successor_env("HANDOFF_CRASH_AT", "n-after-flock-taken=delay(400)")
     }];
     s.racy = racy("s-after-begin-sent").map(|(r, _)| r);
@@ -329,7 +332,7 @@ pub fn named_scenarios() -> Vec<Scenario> {
     );
     s.handoffs = vec![Handoff {
         successor: SuccessorBinary::Impostor,
-        expect: vec![Outcome::Failed],
+        expect: vec![RunOutcome::Failed],
         ..Handoff::commits()
     }];
     s.final_handoff = FinalHandoff::Never;
@@ -391,7 +394,7 @@ pub fn reachability_sweep() -> Vec<Scenario> {
             format!("every point armed as delay(0) under {reach:?}"),
         );
         s.sweep = true;
-        s.handoffs[0].expect = vec![Outcome::Aborted];
+        s.handoffs[0].expect = vec![RunOutcome::Aborted];
         apply_reach(&mut s, Some(reach));
         s.final_handoff = FinalHandoff::Never;
         out.push(s);

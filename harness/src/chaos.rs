@@ -30,10 +30,11 @@
 
 pub mod checks;
 pub mod episode;
-pub mod phase;
+pub mod render;
 pub mod rng;
 pub mod schedule;
 pub mod service;
+pub mod stage;
 pub mod summary;
 pub mod tail;
 pub mod traffic;
@@ -349,10 +350,10 @@ struct EpisodeJson<'a> {
     duration_s: f64,
     schedule: &'a Schedule,
     schedule_words: String,
-    runs: &'a [episode::RunRecord],
-    kills: &'a [episode::KillRecord],
-    kills_not_sent: &'a [episode::MissedKill],
-    restarts: &'a [String],
+    runs: &'a [crate::evidence::RunRecord],
+    kills: &'a [crate::evidence::KillRecord],
+    kills_not_sent: &'a [crate::evidence::MissedKill],
+    restarts: &'a [crate::evidence::Restart],
     violations: Vec<String>,
     replay: String,
     artifacts: Option<String>,
@@ -588,11 +589,11 @@ fn live_counts(s: &Summary) -> String {
     let run = |o| s.runs.get(&o).copied().unwrap_or(0);
     format!(
         "commits {} aborts {} failed {} crashed {} killed {} | kills {} restarts {} | violations {}",
-        run(episode::RunOutcome::Committed),
-        run(episode::RunOutcome::Aborted),
-        run(episode::RunOutcome::Failed),
-        run(episode::RunOutcome::Crashed),
-        run(episode::RunOutcome::Killed),
+        run(crate::evidence::RunOutcome::Committed),
+        run(crate::evidence::RunOutcome::Aborted),
+        run(crate::evidence::RunOutcome::Failed),
+        run(crate::evidence::RunOutcome::Crashed),
+        run(crate::evidence::RunOutcome::Killed),
         s.kills_sent,
         s.restarts,
         s.checks_failed

@@ -101,19 +101,141 @@ impl Drop for Client {
     }
 }
 
-struct Conn {
+/// One connection speaking the fake peer's line protocol: a request line,
+/// a reply line. The harness's writer, the chaos reader and the bench's
+/// clients all talk through it.
+pub struct LineConn {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
+    /// `CLOCK_MONOTONIC` when it was connected.
+    pub connected_ns: u64,
 }
 
-fn connect(addr: SocketAddr, report: &mut ClientReport) -> Option<Conn> {
-    match TcpStream::connect_timeout(&addr, POLL_STEP) {
-        Ok(s) => {
-            let _ = s.set_nodelay(true);
-            let _ = s.set_read_timeout(Some(POLL_STEP));
-            let reader = BufReader::new(s.try_clone().ok()?);
-            Some(Conn { writer: s, reader })
+/// How a [`LineConn`] connects and reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    /// Bound on `connect`.
+    pub connect_timeout: Duration,
+    /// Bound on one blocking read (and write, when set): with a stop flag,
+    /// the step at which it is checked; without, the end of the request.
+    pub io_timeout: Duration,
+    /// Also bound writes by `io_timeout`.
+    pub bound_writes: bool,
+}
+
+impl ConnOptions {
+    /// Every connect, read and write bounded by `timeout`.
+    pub fn within(timeout: Duration) -> Self {
+        Self {
+            connect_timeout: timeout,
+            io_timeout: timeout,
+            bound_writes: true,
         }
+    }
+
+    /// Connect and read in steps of `step`, writes unbounded.
+    pub fn stepped(step: Duration) -> Self {
+        Self {
+            connect_timeout: step,
+            io_timeout: step,
+            bound_writes: false,
+        }
+    }
+}
+
+/// The reply to one request.
+#[derive(Debug)]
+pub enum Reply {
+    /// A whole line, without its newline.
+    Line(String),
+    /// The connection ended (end of stream, possibly mid-line, or an error;
+    /// a read timeout too, when nothing waits across them).
+    Gone(std::io::Error),
+    /// No reply within the stall bound.
+    Stalled,
+    /// The stop flag was set while waiting.
+    Stopped,
+}
+
+/// How long [`LineConn::read_reply`] waits across read timeouts.
+#[derive(Debug, Clone, Copy)]
+pub enum Patience<'a> {
+    /// A read timeout ends the request ([`Reply::Gone`]).
+    None,
+    /// Nobody serves right now (a handoff or a restart): the request waits
+    /// in the accept queue or the socket, until `stop` is set or, when
+    /// given, `stall` has passed.
+    Until {
+        /// Ends the wait.
+        stop: &'a AtomicBool,
+        /// Bound on the wait.
+        stall: Option<Duration>,
+    },
+}
+
+impl LineConn {
+    /// Connect to `addr`.
+    pub fn connect(addr: SocketAddr, options: ConnOptions) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, options.connect_timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(options.io_timeout))?;
+        if options.bound_writes {
+            stream.set_write_timeout(Some(options.io_timeout))?;
+        }
+        Ok(Self {
+            reader: BufReader::with_capacity(4096, stream.try_clone()?),
+            writer: stream,
+            connected_ns: handoff::util::monotonic_ns(),
+        })
+    }
+
+    /// Write one request line (the newline is added).
+    pub fn send(&mut self, line: &str) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes)
+    }
+
+    /// Read one reply line.
+    pub fn read_reply(&mut self, patience: Patience) -> Reply {
+        let started = Instant::now();
+        let mut line = String::new();
+        loop {
+            match self.reader.read_line(&mut line) {
+                Ok(0) if line.is_empty() => return Reply::Gone(eof("end of stream")),
+                Ok(_) if line.ends_with('\n') => return Reply::Line(line.trim_end().to_string()),
+                Ok(_) => return Reply::Gone(eof("end of stream mid-line")),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let Patience::Until { stop, stall } = patience else {
+                        return Reply::Gone(e);
+                    };
+                    if stop.load(Ordering::SeqCst) {
+                        return Reply::Stopped;
+                    }
+                    if stall.is_some_and(|s| started.elapsed() > s) {
+                        return Reply::Stalled;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Reply::Gone(e),
+            }
+        }
+    }
+
+    /// Whether the server closed it since its last reply ([`idle_state`]).
+    pub fn idle_state(&self) -> IdleState {
+        idle_state(&self.writer)
+    }
+}
+
+fn eof(what: &str) -> std::io::Error {
+    std::io::Error::new(ErrorKind::UnexpectedEof, what.to_string())
+}
+
+fn connect(addr: SocketAddr, report: &mut ClientReport) -> Option<LineConn> {
+    match LineConn::connect(addr, ConnOptions::stepped(POLL_STEP)) {
+        Ok(c) => Some(c),
         Err(e) => {
             if e.kind() == ErrorKind::ConnectionRefused {
                 report.refusals += 1;
@@ -131,36 +253,9 @@ fn note_error(report: &mut ClientReport, e: String) {
     }
 }
 
-enum Reply {
-    Line(String),
-    Gone,
-    Stopped,
-}
-
-fn read_reply(conn: &mut Conn, stop: &AtomicBool) -> Reply {
-    let mut line = String::new();
-    loop {
-        match conn.reader.read_line(&mut line) {
-            Ok(0) => return Reply::Gone,
-            Ok(_) if line.ends_with('\n') => return Reply::Line(line.trim_end().to_string()),
-            Ok(_) => return Reply::Gone,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                // Nobody is serving right now (a handoff or a restart is in
-                // progress): the request stays queued; keep waiting unless
-                // the scenario is over.
-                if stop.load(Ordering::SeqCst) {
-                    return Reply::Stopped;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Reply::Gone,
-        }
-    }
-}
-
 fn write_loop(addr: SocketAddr, stop: &AtomicBool, woken: &mpsc::Receiver<()>) -> ClientReport {
     let mut report = ClientReport::default();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<LineConn> = None;
     let mut i: u64 = 0;
     while !stop.load(Ordering::SeqCst) && i < MAX_WRITES {
         let (key, value) = (format!("k{i}"), format!("v{i}"));
@@ -173,15 +268,12 @@ fn write_loop(addr: SocketAddr, stop: &AtomicBool, woken: &mpsc::Receiver<()>) -
             }
             continue;
         };
-        if c.writer
-            .write_all(format!("PUT {key} {value}\n").as_bytes())
-            .is_err()
-        {
+        if c.send(&format!("PUT {key} {value}")).is_err() {
             conn = None;
             report.reconnects += 1;
             continue;
         }
-        match read_reply(c, stop) {
+        match c.read_reply(Patience::Until { stop, stall: None }) {
             Reply::Line(line) => {
                 if let Some(seq) = line.strip_prefix("OK ").and_then(|s| s.parse().ok()) {
                     report.acked.push(Acked { key, value, seq });
@@ -193,7 +285,7 @@ fn write_loop(addr: SocketAddr, stop: &AtomicBool, woken: &mpsc::Receiver<()>) -
                     report.reconnects += 1;
                 }
             }
-            Reply::Gone => {
+            Reply::Gone(_) | Reply::Stalled => {
                 conn = None;
                 report.reconnects += 1;
             }
@@ -206,23 +298,16 @@ fn write_loop(addr: SocketAddr, stop: &AtomicBool, woken: &mpsc::Receiver<()>) -
 /// Send one request line on a fresh connection and read one reply line,
 /// within `timeout`.
 pub fn request(addr: SocketAddr, line: &str, timeout: Duration) -> std::io::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1)),
-    ))?;
-    (&stream).write_all(format!("{line}\n").as_bytes())?;
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply)?;
-    if !reply.ends_with('\n') {
-        return Err(std::io::Error::new(
-            ErrorKind::UnexpectedEof,
-            format!("connection ended before a full reply to {line:?} (got {reply:?})"),
-        ));
+    let mut conn = LineConn::connect(addr, ConnOptions::within(timeout))?;
+    conn.send(line)?;
+    match conn.read_reply(Patience::None) {
+        Reply::Line(reply) => Ok(reply),
+        Reply::Gone(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("no full reply to {line:?}: {e}"),
+        )),
+        Reply::Stalled | Reply::Stopped => Err(ErrorKind::TimedOut.into()),
     }
-    Ok(reply.trim_end().to_string())
 }
 
 /// `GET` many keys over one connection (pipelined), within `timeout`.
@@ -231,28 +316,18 @@ pub fn get_many(
     keys: &[String],
     timeout: Duration,
 ) -> std::io::Result<Vec<String>> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut conn = LineConn::connect(addr, ConnOptions::within(timeout))?;
     let mut out = Vec::with_capacity(keys.len());
     // Batches keep both socket buffers small.
     for chunk in keys.chunks(64) {
-        let mut req = String::new();
-        for k in chunk {
-            req.push_str("GET ");
-            req.push_str(k);
-            req.push('\n');
-        }
-        (&stream).write_all(req.as_bytes())?;
+        let batch: Vec<String> = chunk.iter().map(|k| format!("GET {k}")).collect();
+        conn.send(&batch.join("\n"))?;
         for _ in chunk {
-            let mut reply = String::new();
-            if reader.read_line(&mut reply)? == 0 || !reply.ends_with('\n') {
-                return Err(std::io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "connection ended in the middle of the GETs",
-                ));
+            match conn.read_reply(Patience::None) {
+                Reply::Line(reply) => out.push(reply),
+                Reply::Gone(e) => return Err(e),
+                Reply::Stalled | Reply::Stopped => return Err(ErrorKind::TimedOut.into()),
             }
-            out.push(reply.trim_end().to_string());
         }
     }
     Ok(out)

@@ -246,11 +246,6 @@ impl Normaliser {
         self.pids.entry(pid).or_insert_with(|| name.to_string());
     }
 
-    /// The name of `pid`, if known.
-    pub fn pid_name(&self, pid: u32) -> Option<&str> {
-        self.pids.get(&pid).map(String::as_str)
-    }
-
     /// Number every UUID in `logs`, scanning processes in [`process_order`]
     /// and each log in file order.
     pub fn learn_ids(&mut self, logs: &[ProcessLog]) {
@@ -440,6 +435,69 @@ pub fn canonical_io_error(s: &str) -> String {
     }
 }
 
+/// A log several processes write to (the bench's service processes share
+/// one file), its events grouped by the pid that wrote them, so each
+/// process's events can be placed on the timeline of the handoff it took
+/// part in (each process is the successor of one handoff and the incumbent
+/// of the next).
+#[derive(Debug, Default)]
+pub struct SharedLog {
+    /// Events by the pid that wrote them, in file order.
+    pub by_pid: HashMap<u32, Vec<Event>>,
+    /// WARN-and-above events, as `LEVEL event: message` (first few only).
+    pub warnings: Vec<String>,
+    /// Number of WARN-and-above events.
+    pub warning_count: usize,
+    /// Complete lines that are not valid events.
+    pub unparsable_lines: usize,
+}
+
+/// Keep at most this many warnings of a [`SharedLog`] verbatim.
+const MAX_WARNINGS_KEPT: usize = 20;
+
+impl SharedLog {
+    /// Group the events of the bytes of one JSON-lines log by pid (pure).
+    pub fn parse(bytes: &[u8]) -> Self {
+        let log = parse_log("shared", bytes);
+        let mut out = SharedLog {
+            unparsable_lines: log.bad_lines.len(),
+            ..SharedLog::default()
+        };
+        for e in log.events {
+            if matches!(e.level.as_str(), "WARN" | "ERROR") {
+                out.warning_count += 1;
+                if out.warnings.len() < MAX_WARNINGS_KEPT {
+                    out.warnings
+                        .push(format!("{} {}: {}", e.level, e.name, e.message));
+                }
+            }
+            out.by_pid.entry(e.pid).or_default().push(e);
+        }
+        out
+    }
+
+    /// Read and group `path`; a missing file is an empty log.
+    pub fn read(path: &std::path::Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Self::parse(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When `pid` first logged `event` for handoff `handoff_id` (or with no
+    /// handoff id: the fake peer's own events).
+    pub fn find(&self, handoff_id: &str, pid: u32, event: &str) -> Option<u64> {
+        self.by_pid
+            .get(&pid)?
+            .iter()
+            .find(|e| {
+                e.name == event && e.str_field("handoff_id").is_none_or(|id| id == handoff_id)
+            })
+            .map(|e| e.mono_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +627,27 @@ mod tests {
             names,
             vec!["supervisor-2", "supervisor-10", "peer-2", "peer-10", "x"]
         );
+    }
+    #[test]
+    fn a_shared_log_groups_by_pid_and_handoff_and_keeps_warnings() {
+        let text = concat!(
+            r#"{"mono_ns":10,"pid":7,"level":"INFO","event":"handoff.successor.begin","handoff_id":"h1"}"#,
+            "\n",
+            r#"{"mono_ns":12,"pid":7,"level":"INFO","event":"handoff.successor.ready","handoff_id":"h1"}"#,
+            "\n",
+            r#"{"mono_ns":13,"pid":6,"level":"WARN","event":"handoff.incumbent.supervisor_lost","handoff_id":"h2"}"#,
+            "\n",
+            "garbage\n",
+            r#"{"mono_ns":14,"pid":6,"level":"INFO","event":"fake_peer.exit"}"#,
+            "\n"
+        );
+        let log = SharedLog::parse(text.as_bytes());
+        assert_eq!(log.find("h1", 7, "handoff.successor.ready"), Some(12));
+        assert_eq!(log.find("h2", 7, "handoff.successor.ready"), None);
+        assert_eq!(log.find("h1", 8, "handoff.successor.ready"), None);
+        assert_eq!(log.find("any", 6, "fake_peer.exit"), Some(14));
+        assert_eq!(log.warning_count, 1);
+        assert_eq!(log.unparsable_lines, 1);
+        assert_eq!(log.by_pid.len(), 2);
     }
 }

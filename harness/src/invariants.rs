@@ -265,8 +265,13 @@ pub fn check_kernel_flock(fx: &Fixture, incumbent_pid: u32, first_inode: Option<
 
 /// Invariant 2: exactly one incumbent. It is the only live process of the
 /// scenario, answers `Hello` (role incumbent, its own pid) on the control
-/// socket, and serves on every listener (`PING` → `PONG <its pid>`).
-pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
+/// socket, and serves on every listener: `serves` says what is wrong there
+/// ([`pings_everywhere`] for the fake peer).
+pub fn check_one_incumbent(
+    fx: &Fixture,
+    incumbent_pid: u32,
+    serves: impl Fn(&Fixture, u32) -> Result<(), String>,
+) -> Check {
     let mut problems = Vec::new();
     let live = fx.live();
     if live.len() != 1 || live[0].pid != incumbent_pid {
@@ -283,6 +288,19 @@ pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
         )),
         Err(e) => problems.push(format!("no Hello on the control socket: {e}")),
     }
+    if let Err(e) = serves(fx, incumbent_pid) {
+        problems.push(e);
+    }
+    Check::from_problems(
+        "one-incumbent",
+        problems,
+        format!("pid {incumbent_pid} answers Hello and serves on every listener"),
+    )
+}
+
+/// The fake peer serves on every listener: `PING` → `PONG <its pid>`.
+pub fn pings_everywhere(fx: &Fixture, incumbent_pid: u32) -> Result<(), String> {
+    let mut problems = Vec::new();
     for (name, addr) in fx.listener_addrs() {
         for _ in 0..3 {
             match client::request(addr, "PING", Duration::from_secs(3)) {
@@ -294,11 +312,11 @@ pub fn check_one_incumbent(fx: &Fixture, incumbent_pid: u32) -> Check {
             }
         }
     }
-    Check::from_problems(
-        "one-incumbent",
-        problems,
-        format!("pid {incumbent_pid} answers Hello and PING on every listener"),
-    )
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Connect to a control socket and read the first frame: the `Hello`.
@@ -575,6 +593,57 @@ pub fn check_fd_table(
             format!("{}; FD table: {table}", problems.join("; ")),
         ),
     }
+}
+
+/// How the final incumbent is probed: the fake peer's way, or another
+/// service's (its FD table judged by `fds`, its serving by `serves`).
+pub struct Probes {
+    /// The `no-stray-fd` check.
+    pub fds: fn(&Fixture, u32, &str, Duration) -> Check,
+    /// What is wrong with how it serves on the listeners.
+    pub serves: fn(&Fixture, u32) -> Result<(), String>,
+}
+
+/// The fake peer's probes.
+pub const FAKE_PEER: Probes = Probes {
+    fds: check_fds,
+    serves: pings_everywhere,
+};
+
+/// The checks that need the final incumbent `name` (`pid`) still serving,
+/// the same for every run: the kernel's flock; `kv.log` against every
+/// acknowledged write (`acked`); the FD table (before any probe of ours
+/// opens a connection to it); one incumbent; the writer's acknowledged
+/// writes read back; nothing else of the fixture alive.
+pub fn serving_checks(
+    fx: &Fixture,
+    pid: u32,
+    name: &str,
+    first_lock_inode: Option<u64>,
+    writes: Option<(&ClientReport, &ClientReport)>,
+    probes: &Probes,
+) -> Vec<Check> {
+    let mut checks = vec![check_kernel_flock(fx, pid, first_lock_inode)];
+    if let Some((acked, _)) = writes {
+        checks.push(check_kv_log(&fx.data_dir(), acked));
+    }
+    checks.push((probes.fds)(fx, pid, name, Duration::from_secs(3)));
+    checks.push(check_one_incumbent(fx, pid, probes.serves));
+    if let Some((_, writer)) = writes {
+        checks.push(check_acked_writes(
+            fx.addr(crate::fixture::LISTENER_NAME),
+            writer,
+        ));
+    }
+    checks.push(crate::rules::check_no_leaked_process(
+        &crate::evidence::Evidence {
+            processes: fx.processes(),
+            live: &fx.live(),
+            final_incumbent: Some(pid),
+            ..Default::default()
+        },
+    ));
+    checks
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! let scenario = harness::catalog::find("crash::s-after-begin-sent").unwrap();
 //! let report = harness::runner::run(&scenario);
 //! if !report.passed() {
-//!     eprintln!("{}", report.failure_text());
+//!     eprintln!("{}", harness::timeline::failure_text(&report));
 //! }
 //! ```
 #![deny(unsafe_code)]
@@ -34,12 +34,15 @@ pub mod catalog;
 pub mod chaos;
 pub mod client;
 pub mod eventlog;
+pub mod evidence;
+pub mod exit_code;
 pub mod fixture;
 pub mod impostor;
 pub mod invariants;
 pub mod procs;
 pub mod reaper;
 pub mod report;
+pub mod rules;
 pub mod runner;
 pub mod scenario;
 pub mod snapshot;

@@ -43,7 +43,7 @@ enum Command {
     /// whichever comes first).
     Chaos(harness::chaos::ChaosArgs),
     /// Handoff latency against the cost of starting a process, and client
-    /// errors under load (issue 5). Run it as a release build: `cargo run
+    /// errors under load. Run it as a release build: `cargo run
     /// --release -p harness -- bench`.
     Bench(harness::bench::BenchArgs),
 }
@@ -110,9 +110,9 @@ fn repro(name: &str, keep: bool) -> ExitCode {
     let mut report = runner::run(&scenario);
     println!("{}", scenario.summary);
     println!();
-    println!("{}", report.timeline());
+    println!("{}", harness::timeline::render(&report));
     println!("invariants:");
-    print!("{}", report.checks_text());
+    print!("{}", harness::timeline::checks_text(&report));
     if let Some(e) = &report.error {
         println!("  error: {e}");
     }
@@ -123,7 +123,7 @@ fn repro(name: &str, keep: bool) -> ExitCode {
         println!("\n{}: passed", scenario.name);
         ExitCode::SUCCESS
     } else {
-        println!("\n{}", report.failure_text());
+        println!("\n{}", harness::timeline::failure_text(&report));
         ExitCode::FAILURE
     }
 }

@@ -1,18 +1,19 @@
-//! What a scenario run produced: outcomes, processes, events, invariant
-//! results; its deterministic view for snapshots; and the texts printed on
-//! failure.
+//! What a scenario run produced, as plain data: outcomes, processes,
+//! events, invariant results. Its views are elsewhere:
+//! [`crate::snapshot`] (the deterministic part, for snapshots) and
+//! [`crate::timeline`] (the texts a human reads).
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::eventlog::{Normaliser, ProcessLog};
+use crate::evidence::read_crash_record;
+use crate::exit_code::RunOutcome;
 use crate::fixture::{Fixture, ProcEntry, SupervisorHandle};
 use crate::invariants::Check;
 use crate::reaper::ExitKind;
-use crate::scenario::{Handoff, Outcome, Scenario};
-use crate::snapshot::{ProcessEvents, SnapshotView};
-use crate::timeline;
+use crate::scenario::{Handoff, Scenario};
 
 /// What the journal held after a supervisor run, names instead of pids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,7 +37,7 @@ pub struct SecondSupervisor {
     /// How it ended.
     pub exit: ExitKind,
     /// Its outcome.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// Whether its stderr says it was refused.
     pub stderr_mentions_refusal: bool,
     /// Whether the first supervisor's journal survived it.
@@ -55,13 +56,13 @@ pub struct HandoffRecord {
     /// Index in the scenario's plan; `None` for the recovery handoff.
     pub planned: Option<usize>,
     /// Acceptable outcomes.
-    pub expect: Vec<Outcome>,
+    pub expect: Vec<RunOutcome>,
     /// The successor's environment.
     pub successor_env: Vec<(String, String)>,
     /// How the supervisor ended.
     pub exit: Option<ExitKind>,
     /// Its outcome.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// Its stdout (`committed <id> pid=<n>` on commit).
     pub stdout: String,
     /// Its stderr.
@@ -114,6 +115,8 @@ pub struct Report {
     pub handoffs: Vec<HandoffRecord>,
     /// Service restarts, in order.
     pub restarts: Vec<String>,
+    /// `CLOCK_MONOTONIC` of the last restart (0: none yet).
+    pub last_restart_ns: u64,
     /// The incumbent at the end.
     pub final_incumbent: Option<String>,
     /// The lock file's inode after the first start.
@@ -144,6 +147,7 @@ impl Report {
             error: None,
             handoffs: Vec::new(),
             restarts: Vec::new(),
+            last_restart_ns: 0,
             final_incumbent: None,
             first_lock_inode: None,
             checks: Vec::new(),
@@ -163,11 +167,6 @@ impl Report {
         }
         self.dir_kept = true;
         self.dir.clone()
-    }
-
-    /// The handoff that spawned successor `name`.
-    pub fn handoff_of_successor(&self, name: &str) -> Option<&HandoffRecord> {
-        self.handoffs.iter().find(|h| h.successor == name)
     }
 
     /// Take the processes and logs from the fixture and build the names.
@@ -196,17 +195,14 @@ impl Report {
         }
         n.learn_ids(&self.logs);
         self.normaliser = n;
-        let record = std::fs::read_to_string(fx.crash_record()).unwrap_or_default();
-        self.fired = record
-            .lines()
-            .filter_map(|l| {
-                let (point, pid) = l.trim().split_once(' ')?;
-                let pid: u32 = pid.parse().ok()?;
-                Some((
-                    point.to_string(),
-                    fx.name_of(pid)
-                        .map_or_else(|| format!("pid {pid}"), str::to_string),
-                ))
+        self.fired = read_crash_record(&fx.crash_record())
+            .into_iter()
+            .map(|(point, pid)| {
+                let name = fx.name_of(pid);
+                (
+                    point,
+                    name.map_or_else(|| format!("pid {pid}"), str::to_string),
+                )
             })
             .collect();
         self.reached = self
@@ -238,104 +234,15 @@ impl Report {
     pub fn fired_points(&self) -> Vec<String> {
         self.fired.iter().map(|(p, _)| p.clone()).collect()
     }
-
-    /// Each process's normalised events, in its own order.
-    pub fn normalised_events(&self) -> Vec<ProcessEvents> {
-        self.logs
-            .iter()
-            .map(|log| ProcessEvents {
-                process: log.process.clone(),
-                events: log
-                    .events
-                    .iter()
-                    .map(|e| self.normaliser.event(e))
-                    .collect(),
-            })
-            .collect()
-    }
-
-    /// The deterministic view: what the snapshot holds (see
-    /// [`crate::snapshot`] for what is left out, and why).
-    pub fn snapshot_view(&self) -> SnapshotView {
-        crate::snapshot::view(self)
-    }
-
-    /// The side-by-side timeline of every process.
-    pub fn timeline(&self) -> String {
-        timeline::render(self)
-    }
-
-    /// The invariant results, one per line.
-    pub fn checks_text(&self) -> String {
-        let mut out = String::new();
-        for c in &self.checks {
-            out.push_str(&format!(
-                "  [{}] {}: {}\n",
-                if c.ok { "ok" } else { "FAILED" },
-                c.name,
-                self.normaliser.text(&c.detail)
-            ));
-        }
-        out
-    }
-
-    /// Everything a human needs when the scenario failed, ending with the
-    /// one command that reproduces it.
-    pub fn failure_text(&self) -> String {
-        let mut out = format!("scenario {} FAILED\n", self.scenario.name);
-        if let Some(e) = &self.error {
-            out.push_str(&format!("  error: {e}\n"));
-        }
-        for c in self.checks.iter().filter(|c| !c.ok) {
-            out.push_str(&format!("  {}: {}\n", c.name, c.detail));
-        }
-        out.push_str("\nsupervisor runs:\n");
-        for h in &self.handoffs {
-            out.push_str(&format!(
-                "  {} → {:?} ({}), then {}\n",
-                h.supervisor,
-                h.outcome,
-                h.exit.map_or("no exit".into(), |e| e.to_string()),
-                h.settled.as_deref().unwrap_or("?")
-            ));
-        }
-        out.push_str("\nprocesses:\n");
-        for p in &self.processes {
-            out.push_str(&format!(
-                "  {:<14} pid {:<8} {:?}{} → {}\n",
-                p.name,
-                p.pid.map_or("?".into(), |p| p.to_string()),
-                p.kind,
-                p.armed
-                    .as_ref()
-                    .map(|a| format!(" armed {a}"))
-                    .unwrap_or_default(),
-                p.exit
-                    .map_or("not reaped by the harness".into(), |e| e.kind.to_string())
-            ));
-        }
-        out.push_str("\ninvariants:\n");
-        out.push_str(&self.checks_text());
-        out.push('\n');
-        out.push_str(&self.timeline());
-        if self.dir_kept {
-            out.push_str(&format!(
-                "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",
-                self.dir.display()
-            ));
-        }
-        out.push_str(&format!("reproduce: {}\n", self.scenario.repro_command()));
-        out
-    }
 }
 
-pub(crate) fn snake(o: &Outcome) -> String {
+pub(crate) fn snake(o: &RunOutcome) -> String {
     serde_json::to_value(o)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-pub(crate) fn names(outcomes: &[Outcome]) -> String {
+pub(crate) fn names(outcomes: &[RunOutcome]) -> String {
     outcomes.iter().map(snake).collect::<Vec<_>>().join(" | ")
 }

@@ -22,20 +22,18 @@ use std::time::Duration;
 
 use handoff::crash::CrashSide;
 use handoff::events;
-use nix::sys::signal::Signal;
+use handoff::util::monotonic_ns;
 
 use crate::client::{Client, ClientReport};
-use crate::fixture::{Fixture, ProcKind, Settled, SupervisorHandle};
+use crate::evidence::{Evidence, RunRecord, read_crash_record};
+use crate::exit_code::RunOutcome;
+use crate::fixture::{Fixture, Settled, SupervisorHandle};
 use crate::invariants::{self, Check};
 use crate::reaper::ExitKind;
 use crate::report::{HandoffRecord, JournalView, Report, SecondSupervisor};
-use crate::scenario::{FinalHandoff, Handoff, Outcome, Scenario};
-
-/// Bound on the service settling after a supervisor exits (covers the
-/// incumbent's reacquire window and a successor noticing a dead supervisor).
-fn settle_bound(s: &Scenario) -> Duration {
-    Duration::from_millis(5_000 + s.timeouts.reacquire_window_ms + 2 * s.timeouts.liveness_ms)
-}
+use crate::rules;
+use crate::scenario::{FinalHandoff, Handoff, Scenario};
+use crate::timeline;
 
 /// Run `scenario` and report. Never panics on a scenario failure: the report
 /// says what failed; a failing run keeps its directory.
@@ -105,18 +103,20 @@ fn drive(
     env.extend(s.incumbent_env.iter().cloned());
     env.extend(crash_env(s, CrashSide::Incumbent, None));
     let first = fx.cold_start(&env)?;
-    let settled = fx.settle(settle_bound(s))?;
+    let settled = fx.settle(s.timeouts.settle_bound())?;
     let mut incumbent = match settled {
         Settled::Incumbent { name, .. } => name,
-        Settled::NoService if service_may_die(s) => {
-            report.restarts.push(format!("{first} died at start-up"));
-            restart(s, fx, report)?
-        }
-        Settled::NoService => {
-            return Err(format!(
-                "the first incumbent ({first}) died at start-up; see {first}.stderr"
-            ));
-        }
+        Settled::NoService => match restart_cause(fx, report) {
+            Some(_) => {
+                report.restarts.push(format!("{first} died at start-up"));
+                restart(s, fx, report)?
+            }
+            None => {
+                return Err(format!(
+                    "the first incumbent ({first}) died at start-up; see {first}.stderr"
+                ));
+            }
+        },
     };
     report.first_lock_inode = std::fs::metadata(fx.lock_file())
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -139,7 +139,7 @@ fn drive(
     let crashed = report
         .handoffs
         .iter()
-        .any(|h| h.outcome == Some(Outcome::Crashed))
+        .any(|h| h.outcome == Some(RunOutcome::Crashed))
         || !report.restarts.is_empty()
         || std::fs::read_to_string(fx.crash_record()).is_ok_and(|t| !t.trim().is_empty());
     let needed = match s.final_handoff {
@@ -154,24 +154,27 @@ fn drive(
     Ok(())
 }
 
-/// Whether the scenario may legitimately leave nothing serving: only when
-/// an armed crash point kills a service process (an `o-` point kills the
-/// incumbent, an `n-` point may kill the successor after `Ready`). When only
-/// a supervisor crashes, or nothing does, the incumbent or the successor
-/// must be serving afterwards; the harness restarts the service (as
-/// systemd's `Restart=` would) only in the first case.
-fn service_may_die(s: &Scenario) -> bool {
-    s.crash
-        .as_ref()
-        .and_then(|c| c.side())
-        .is_some_and(|side| matches!(side, CrashSide::Incumbent | CrashSide::Successor))
+/// What explains that nothing serves now ([`rules::restart_cause`]): a
+/// service process died of a fault since the last restart. Only a crash
+/// point armed in a service process may take the service down; when a
+/// supervisor crashes, or nothing does, the incumbent or the successor must
+/// be serving afterwards.
+fn restart_cause(fx: &Fixture, report: &Report) -> Option<String> {
+    let logs = fx.logs();
+    let ev = Evidence {
+        logs: &logs,
+        processes: fx.processes(),
+        ..Evidence::default()
+    };
+    rules::restart_cause(&ev, report.last_restart_ns, monotonic_ns())
 }
 
 /// Cold-start a clean service process after the service died.
 fn restart(s: &Scenario, fx: &mut Fixture, report: &mut Report) -> Result<String, String> {
+    report.last_restart_ns = monotonic_ns();
     let name = fx.cold_start(&s.timeouts.service_env())?;
     report.restarts.push(format!("restarted as {name}"));
-    match fx.settle(settle_bound(s))? {
+    match fx.settle(s.timeouts.settle_bound())? {
         Settled::Incumbent { name, .. } => Ok(name),
         Settled::NoService => Err(format!(
             "the restarted service ({name}) died too; see {name}.stderr"
@@ -244,7 +247,7 @@ fn run_handoff(
         .unwrap_or_default();
 
     // Settle, recording the journal as the crash left it.
-    let settled = fx.settle(settle_bound(s));
+    let settled = fx.settle(s.timeouts.settle_bound());
     if fx.journal().exists() {
         record.journal_left = true;
         if s.inspect_journal {
@@ -261,7 +264,7 @@ fn run_handoff(
             report
                 .restarts
                 .push(format!("no live incumbent after {}", handle.name));
-            if service_may_die(s) {
+            if restart_cause(fx, report).is_some() {
                 restart(s, fx, report)
             } else {
                 Err(format!(
@@ -277,9 +280,9 @@ fn run_handoff(
     next
 }
 
-fn code_outcome(kind: ExitKind) -> Option<Outcome> {
+fn code_outcome(kind: ExitKind) -> Option<RunOutcome> {
     match kind {
-        ExitKind::Code(c) => Outcome::from_exit_code(c),
+        ExitKind::Code(c) => RunOutcome::of_code(c),
         ExitKind::Signal(_) => None,
     }
 }
@@ -329,54 +332,18 @@ fn final_checks(
         return;
     };
     let logs = fx.logs();
-    let mut checks: Vec<Check> = vec![
-        invariants::check_flock_intervals(&logs),
-        invariants::check_kernel_flock(fx, pid, report.first_lock_inode),
-    ];
-    if let Some(c) = client {
-        checks.push(invariants::check_kv_log(&fx.data_dir(), c));
-    }
-    // FDs before any probe of ours opens a connection to the incumbent.
-    checks.push(invariants::check_fds(
+    let mut checks = vec![invariants::check_flock_intervals(&logs)];
+    checks.extend(invariants::serving_checks(
         fx,
         pid,
         &incumbent,
-        Duration::from_secs(3),
+        report.first_lock_inode,
+        client.map(|c| (c, c)),
+        &invariants::FAKE_PEER,
     ));
-    checks.push(invariants::check_one_incumbent(fx, pid));
-    if let Some(c) = client {
-        checks.push(invariants::check_acked_writes(
-            fx.addr(crate::fixture::LISTENER_NAME),
-            c,
-        ));
-    }
-    checks.push(check_no_leaked_process(fx, pid));
     checks.push(check_journal(fx, report));
     checks.push(check_outcomes(s, report));
     report.checks.extend(checks);
-}
-
-fn check_no_leaked_process(fx: &Fixture, incumbent_pid: u32) -> Check {
-    let leaked: Vec<String> = fx
-        .live()
-        .iter()
-        .filter(|p| p.pid != incumbent_pid)
-        .map(|p| match fx.name_of(p.pid) {
-            Some(n) => format!("{n} (pid {}) is still alive", p.pid),
-            None => format!(
-                "unknown process {} ({}) carries the fixture marker",
-                p.pid, p.comm
-            ),
-        })
-        .collect();
-    Check::from_problems(
-        "no-leaked-process",
-        leaked,
-        format!(
-            "{} processes started, only the incumbent lives",
-            fx.processes().iter().filter(|p| p.pid.is_some()).count()
-        ),
-    )
 }
 
 /// Invariant 5: no journal at the end, and every journal a run left behind
@@ -420,7 +387,7 @@ fn check_journal(fx: &Fixture, report: &Report) -> Check {
                         events::RECOVER
                     ));
                 }
-                if next.outcome != Some(Outcome::Committed) {
+                if next.outcome != Some(RunOutcome::Committed) {
                     problems.push(format!(
                         "{} recovered a journal but did not commit ({:?})",
                         next.supervisor, next.exit
@@ -445,13 +412,13 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
                 h.exit.map_or("no exit".into(), |e| e.to_string()),
                 h.outcome,
                 h.expect,
-                last_line(&h.stderr)
-                    .map(|l| format!("; its stderr ends with: {l}"))
+                timeline::supervisor_says(&h.stdout, &h.stderr)
+                    .map(|l| format!("; it said: {l}"))
                     .unwrap_or_default()
             )),
         }
         if let Some(second) = &h.second {
-            if second.outcome != Some(Outcome::Failed) {
+            if second.outcome != Some(RunOutcome::Failed) {
                 problems.push(format!(
                     "the second supervisor {} ended with {}; expected a refusal (exit 3)",
                     second.supervisor, second.exit
@@ -460,7 +427,7 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
             if !second.stderr_mentions_refusal {
                 problems.push(format!(
                     "the second supervisor's error does not say it was refused: {:?}",
-                    last_line(&second.stderr).unwrap_or_default()
+                    timeline::supervisor_says("", &second.stderr).unwrap_or_default()
                 ));
             }
         }
@@ -468,30 +435,55 @@ fn check_outcomes(_s: &Scenario, report: &Report) -> Check {
     Check::from_problems("outcome", problems, "every run ended as expected".into())
 }
 
-fn last_line(s: &str) -> Option<String> {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string)
-}
-
 /// Checks that need every exit: invariant 6.
 fn post_mortem_checks(s: &Scenario, fx: &Fixture, report: &mut Report) {
-    report.checks.push(check_crash_fired(s, fx));
-    report.checks.push(check_exits(fx, report));
+    let crash_record = read_crash_record(&fx.crash_record());
+    report.checks.push(check_crash_fired(s, fx, &crash_record));
+    let runs = run_records(report);
+    report.checks.push(rules::check_exits(&Evidence {
+        processes: fx.processes(),
+        runs: &runs,
+        crash_record: &crash_record,
+        ..Evidence::default()
+    }));
+}
+
+/// Each supervisor run (a second supervisor's too) as the evidence records
+/// it.
+fn run_records(report: &Report) -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    for h in &report.handoffs {
+        runs.push(RunRecord {
+            index: runs.len(),
+            planned: h.planned.is_some(),
+            supervisor: h.supervisor.clone(),
+            successor: h.successor.clone(),
+            successor_exits_before_hello: h
+                .successor_env
+                .iter()
+                .any(|(k, v)| k == "FAKE_EXIT_BEFORE_HELLO" && v == "1"),
+            exit: h.exit,
+            outcome: rules::run_outcome(h.exit, false),
+            journal_left: h.journal_left,
+            settled: h.settled.clone(),
+            ..RunRecord::default()
+        });
+        if let Some(second) = &h.second {
+            runs.push(RunRecord {
+                index: runs.len(),
+                supervisor: second.supervisor.clone(),
+                exit: Some(second.exit),
+                outcome: rules::run_outcome(Some(second.exit), false),
+                ..RunRecord::default()
+            });
+        }
+    }
+    runs
 }
 
 /// Invariant 6a: the armed point fired, in the armed process, which died of
 /// it (exit 99); nothing else fired.
-fn check_crash_fired(s: &Scenario, fx: &Fixture) -> Check {
-    let record = std::fs::read_to_string(fx.crash_record()).unwrap_or_default();
-    let fired: Vec<(String, u32)> = record
-        .lines()
-        .filter_map(|l| {
-            let (point, pid) = l.trim().split_once(' ')?;
-            Some((point.to_string(), pid.parse().ok()?))
-        })
-        .collect();
+fn check_crash_fired(s: &Scenario, fx: &Fixture, fired: &[(String, u32)]) -> Check {
     let mut problems = Vec::new();
     if s.sweep {
         if !fired.is_empty() {
@@ -512,7 +504,7 @@ fn check_crash_fired(s: &Scenario, fx: &Fixture) -> Check {
         .iter()
         .filter(|p| p.armed.is_some())
         .collect();
-    match fired.as_slice() {
+    match fired {
         [(point, pid)] if point == crash.point => {
             let name = fx.name_of(*pid);
             if !armed.iter().any(|p| Some(p.name.as_str()) == name) {
@@ -562,65 +554,5 @@ fn check_crash_fired(s: &Scenario, fx: &Fixture) -> Check {
         "crash-point-fired",
         problems,
         format!("{} fired", crash.point),
-    )
-}
-
-/// Invariant 6b: every process the harness reaped ended in an allowed way:
-/// 0; 99 where a point was armed; a supervisor's 2 or 3 (its outcome is
-/// judged by `outcome`); a successor's 1 when its handoff did not commit, or
-/// 3 when it was told to exit before `Hello`; `SIGKILL` only from the
-/// harness's own teardown.
-fn check_exits(fx: &Fixture, report: &Report) -> Check {
-    let mut problems = Vec::new();
-    let outcome_of = |supervisor: &str| {
-        report
-            .handoffs
-            .iter()
-            .find(|h| h.supervisor == supervisor)
-            .and_then(|h| h.outcome)
-            .or_else(|| {
-                report
-                    .handoffs
-                    .iter()
-                    .filter_map(|h| h.second.as_ref())
-                    .find(|s| s.supervisor == supervisor)
-                    .and_then(|s| s.outcome)
-            })
-    };
-    for p in fx.processes() {
-        let Some(exit) = p.exit else { continue };
-        let armed = p.armed.is_some();
-        let ok = match exit.kind {
-            ExitKind::Signal(sig) => sig == Signal::SIGKILL as i32 && p.killed_by_harness,
-            ExitKind::Code(0) => true,
-            ExitKind::Code(handoff::crash::CRASH_EXIT_CODE) => armed,
-            ExitKind::Code(2 | 3) if p.kind == ProcKind::Supervisor => true,
-            ExitKind::Code(1) if p.kind == ProcKind::Successor => p
-                .spawned_by
-                .as_deref()
-                .is_some_and(|s| outcome_of(s) != Some(Outcome::Committed)),
-            ExitKind::Code(3) if p.kind == ProcKind::Successor => {
-                report.handoff_of_successor(&p.name).is_some_and(|h| {
-                    h.successor_env
-                        .iter()
-                        .any(|(k, v)| k == "FAKE_EXIT_BEFORE_HELLO" && v == "1")
-                })
-            }
-            ExitKind::Code(_) => false,
-        };
-        if !ok {
-            problems.push(format!(
-                "{} ({:?}{}) ended with {}",
-                p.name,
-                p.kind,
-                if armed { ", armed" } else { "" },
-                exit.kind
-            ));
-        }
-    }
-    Check::from_problems(
-        "no-unexpected-death",
-        problems,
-        "every reaped process ended in an allowed way".into(),
     )
 }

@@ -4,40 +4,7 @@
 
 use serde::Serialize;
 
-/// How one supervisor run ended, from its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Exit 0: committed; the successor is the incumbent.
-    Committed,
-    /// Exit 2: aborted; the incumbent keeps serving.
-    Aborted,
-    /// Exit 3: an error (the handoff did not happen).
-    Failed,
-    /// Exit 99: died at an armed crash point.
-    Crashed,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Committed,
-        Outcome::Aborted,
-        Outcome::Failed,
-        Outcome::Crashed,
-    ];
-
-    /// The outcome a supervisor's exit code means, if any.
-    pub fn from_exit_code(code: i32) -> Option<Self> {
-        match code {
-            0 => Some(Outcome::Committed),
-            2 => Some(Outcome::Aborted),
-            3 => Some(Outcome::Failed),
-            handoff::crash::CRASH_EXIT_CODE => Some(Outcome::Crashed),
-            _ => None,
-        }
-    }
-}
+use crate::exit_code::RunOutcome;
 
 /// Every timeout of a scenario, in milliseconds, so nothing waits seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,6 +74,14 @@ impl Timeouts {
         .collect()
     }
 
+    /// Bound on the service settling after a supervisor exits: the
+    /// incumbent's reacquire window, a successor or an incumbent noticing a
+    /// silent supervisor (twice the liveness timeout), and 5 s for start-up
+    /// and a loaded machine.
+    pub fn settle_bound(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(5_000 + self.reacquire_window_ms + 2 * self.liveness_ms)
+    }
+
     /// Upper bound on one supervisor run, for the harness's own wait.
     pub fn supervisor_run_bound_ms(&self) -> u64 {
         self.deadline_ms + self.drain_grace_ms + 2 * self.liveness_ms + 10_000
@@ -169,7 +144,7 @@ pub struct Handoff {
     pub successor_env: Vec<(String, String)>,
     /// Acceptable outcomes (the snapshot pins the one that happened unless
     /// the scenario is declared racy).
-    pub expect: Vec<Outcome>,
+    pub expect: Vec<RunOutcome>,
     /// Start a second supervisor while the first one's incumbent drains;
     /// it must be refused.
     pub second_supervisor: bool,
@@ -183,7 +158,7 @@ impl Handoff {
         Self {
             successor: SuccessorBinary::FakePeer,
             successor_env: vec![],
-            expect: vec![Outcome::Committed],
+            expect: vec![RunOutcome::Committed],
             second_supervisor: false,
             drain_grace_ms: None,
         }
@@ -192,7 +167,7 @@ impl Handoff {
     /// A handoff that must abort.
     pub fn aborts() -> Self {
         Self {
-            expect: vec![Outcome::Aborted],
+            expect: vec![RunOutcome::Aborted],
             ..Self::commits()
         }
     }
@@ -305,11 +280,11 @@ mod tests {
 
     #[test]
     fn exit_codes_map_to_outcomes() {
-        assert_eq!(Outcome::from_exit_code(0), Some(Outcome::Committed));
-        assert_eq!(Outcome::from_exit_code(2), Some(Outcome::Aborted));
-        assert_eq!(Outcome::from_exit_code(3), Some(Outcome::Failed));
-        assert_eq!(Outcome::from_exit_code(99), Some(Outcome::Crashed));
-        assert_eq!(Outcome::from_exit_code(1), None);
+        assert_eq!(RunOutcome::of_code(0), Some(RunOutcome::Committed));
+        assert_eq!(RunOutcome::of_code(2), Some(RunOutcome::Aborted));
+        assert_eq!(RunOutcome::of_code(3), Some(RunOutcome::Failed));
+        assert_eq!(RunOutcome::of_code(99), Some(RunOutcome::Crashed));
+        assert_eq!(RunOutcome::of_code(1), None);
     }
 
     #[test]

@@ -39,9 +39,9 @@ use serde::Serialize;
 use handoff::events;
 
 use crate::eventlog::ProcessLog;
+use crate::exit_code::RunOutcome;
 use crate::fixture::ProcKind;
 use crate::report::{HandoffRecord, Report, names, snake};
-use crate::scenario::Outcome;
 
 /// Events whose count depends on how often a waiting supervisor probed.
 pub const RETRY_NOISE: &[&str] = &[events::INCUMBENT_REFUSED];
@@ -139,7 +139,7 @@ fn kept_logs(report: &Report) -> Vec<(ProcessLog, Cut)> {
     let crashed_ids: HashSet<String> = report
         .handoffs
         .iter()
-        .filter(|h| h.outcome == Some(Outcome::Crashed))
+        .filter(|h| h.outcome == Some(RunOutcome::Crashed))
         .filter_map(|h| raw_id(report, &h.supervisor))
         .collect();
     // A racy process may not exist at all in one branch (a successor never

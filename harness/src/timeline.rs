@@ -1,11 +1,14 @@
-//! A side-by-side text timeline of a scenario: one column per process,
+//! The texts a human reads about a run: the failure text, the invariant
+//! results, and a side-by-side timeline: one column per process,
 //! headed `S` (a supervisor), `O` (a cold-started incumbent) or `N` (a
 //! successor), rows merged on the shared monotonic clock, with each
 //! process's exit as the harness saw it. For humans reproducing a failure;
 //! the interleaving it shows is one run's, never something to assert on.
 
-use crate::eventlog;
+use crate::eventlog::{self, Normaliser};
+use crate::fixture::ProcEntry;
 use crate::fixture::ProcKind;
+use crate::invariants::Check;
 use crate::report::Report;
 
 /// Width of one column.
@@ -157,6 +160,115 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     out
 }
 
+/// The invariant results, one per line.
+pub fn checks_text(report: &Report) -> String {
+    checks_lines(&report.checks, &report.normaliser)
+}
+
+/// `checks`, one per line, pids and paths named by `normaliser`.
+pub fn checks_lines(checks: &[Check], normaliser: &Normaliser) -> String {
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!(
+            "  [{}] {}: {}\n",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            normaliser.text(&c.detail)
+        ));
+    }
+    out
+}
+
+/// Every process, its pid, kind, armed points and end, one per line; an
+/// end `killed` says was a chaos kill is marked so.
+pub fn processes_lines(processes: &[ProcEntry], killed: impl Fn(u32) -> bool) -> String {
+    let mut out = String::new();
+    for p in processes {
+        out.push_str(&format!(
+            "  {:<14} pid {:<8} {:?}{} → {}\n",
+            p.name,
+            p.pid.map_or("?".into(), |p| p.to_string()),
+            p.kind,
+            p.armed
+                .as_ref()
+                .map(|a| format!(" armed {a}"))
+                .unwrap_or_default(),
+            p.exit.map_or("not reaped by the harness".into(), |e| {
+                format!("{}{}", e.kind, if killed(e.pid) { " (chaos)" } else { "" })
+            })
+        ));
+    }
+    out
+}
+
+/// Everything a human needs when the scenario failed, ending with the
+/// one command that reproduces it.
+pub fn failure_text(report: &Report) -> String {
+    let mut out = format!("scenario {} FAILED\n", report.scenario.name);
+    if let Some(e) = &report.error {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    for c in report.checks.iter().filter(|c| !c.ok) {
+        out.push_str(&format!("  {}: {}\n", c.name, c.detail));
+    }
+    out.push_str("\nsupervisor runs:\n");
+    for h in &report.handoffs {
+        out.push_str(&format!(
+            "  {} → {:?} ({}), then {}\n",
+            h.supervisor,
+            h.outcome,
+            h.exit.map_or("no exit".into(), |e| e.to_string()),
+            h.settled.as_deref().unwrap_or("?")
+        ));
+    }
+    out.push_str("\nprocesses:\n");
+    out.push_str(&processes_lines(&report.processes, |_| false));
+    out.push_str("\ninvariants:\n");
+    out.push_str(&checks_text(report));
+    out.push('\n');
+    out.push_str(&render(report));
+    if report.dir_kept {
+        out.push_str(&format!(
+            "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",
+            report.dir.display()
+        ));
+    }
+    out.push_str(&format!("reproduce: {}\n", report.scenario.repro_command()));
+    out
+}
+
+/// What a supervisor said about its run: its own last `handoff-supervisor:`
+/// line on stderr (its successor writes to the same stderr, and the log
+/// lines carry colours), else the first line of its stdout, else the last
+/// line of its stderr.
+pub fn supervisor_says(stdout: &str, stderr: &str) -> Option<String> {
+    let plain = strip_ansi(stderr);
+    let lines = || plain.lines().rev().filter(|l| !l.trim().is_empty());
+    lines()
+        .find(|l| l.starts_with("handoff-supervisor:") && !l.contains("next:"))
+        .or_else(|| stdout.lines().find(|l| !l.trim().is_empty()))
+        .or_else(|| lines().next())
+        .map(|l| l.trim().to_string())
+}
+
+/// Remove ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +278,22 @@ mod tests {
         assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
         assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
         assert_eq!(wrap("", 4), vec![""]);
+    }
+
+    #[test]
+    fn a_supervisor_says_its_own_last_line() {
+        let stderr = "\u{1b}[2mhandoff-supervisor: next: x\u{1b}[0m\nhandoff-supervisor: aborted\npeer noise\n";
+        assert_eq!(
+            supervisor_says("", stderr).as_deref(),
+            Some("handoff-supervisor: aborted")
+        );
+        assert_eq!(
+            supervisor_says("committed 1\n", "").as_deref(),
+            Some("committed 1")
+        );
+        assert_eq!(
+            supervisor_says("", "refused\n\n").as_deref(),
+            Some("refused")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Hostile peers and hostile files, against the real processes (issue 6).
+//! Hostile peers and hostile files, against the real processes.
 //!
 //! Every case cold-starts a real `fake-peer` incumbent on a listener this
 //! test holds (as systemd would), writes to it, then plays one hostile part:

@@ -103,9 +103,9 @@ fn run_scenario_trial(scenario: &Scenario) -> Result<(), Failed> {
         }
     }
     if !report.passed() {
-        return Err(report.failure_text().into());
+        return Err(harness::timeline::failure_text(&report).into());
     }
-    if let Err(mismatch) = assert_snapshot(&scenario.name, &report.snapshot_view()) {
+    if let Err(mismatch) = assert_snapshot(&scenario.name, &harness::snapshot::view(&report)) {
         let dir = report.keep_dir();
         return Err(format!(
             "{mismatch}\nlogs kept in {}\nreproduce: {}",
@@ -153,7 +153,7 @@ fn coverage_trial(
         if !report.passed() {
             return Err(format!(
                 "{}\n(from the coverage trial; reproduce: {repro})",
-                report.failure_text()
+                harness::timeline::failure_text(&report)
             )
             .into());
         }

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::event_log::ChildEvents;
 use super::service::{HandoffRecord, mark};
 use super::stats::Summary;
+use crate::eventlog::SharedLog;
 
 /// End-to-end latencies of a set of handoffs.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -40,7 +40,7 @@ pub fn latencies(records: &[HandoffRecord]) -> Latencies {
 
 /// Fill the incumbent and successor marks of `records` from the children's
 /// event log.
-pub fn attach_child_events(records: &mut [HandoffRecord], log: &ChildEvents) {
+pub fn attach_child_events(records: &mut [HandoffRecord], log: &SharedLog) {
     for r in records.iter_mut() {
         let id = handoff_id_text(r.handoff_id);
         for (slot, event) in r.inc.iter_mut().zip(mark::INCUMBENT_EVENTS) {

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::analysis::{Latencies, RecordOut, SegmentRow, Trend};
 use super::load::{DurabilityCheck, SlowRequests, StepCount, TroubleCounts};
-use super::procfs::ProcessSample;
 use super::stats::Summary;
+use crate::procs::ProcessSample;
 
 /// Everything one run of the bench measured.
 #[derive(Debug, Clone, Serialize)]
@@ -538,7 +538,7 @@ pub fn render(r: &BenchReport) -> String {
         }
     }
 
-    let _ = writeln!(out, "\nTARGETS (issue 5)");
+    let _ = writeln!(out, "\nTARGETS");
     for t in &r.targets {
         let _ = writeln!(
             out,

@@ -10,132 +10,26 @@
 use std::collections::{BTreeMap, HashMap};
 
 use handoff::events;
-use nix::sys::signal::Signal;
 
-use super::episode::{KillRecord, RunOutcome, RunRecord};
-use super::schedule::{FaultKind, Misbehaviour, Schedule};
+use super::schedule::FaultKind;
 use super::traffic::{FailedRequest, Failure, ProberReport, ReaderReport};
-use crate::eventlog::{Event, ProcessLog};
-use crate::fixture::{ProcEntry, ProcKind};
+use crate::evidence::{Evidence, RunOutcome, RunRecord};
+use crate::fixture::ProcKind;
 use crate::invariants::Check;
-use crate::reaper::ExitKind;
 
 /// Slack for comparing a reap time (an upper bound on a death) with a
 /// client's observation of it.
 const REAP_SLACK_NS: u64 = 1_000_000_000;
 
-/// Everything an episode left behind, after teardown.
-pub struct Evidence<'a> {
-    /// Every process's events.
-    pub logs: &'a [ProcessLog],
-    /// Every process and how it ended.
-    pub processes: &'a [ProcEntry],
-    /// The kills that were sent.
-    pub kills: &'a [KillRecord],
-    /// Each supervisor run.
-    pub runs: &'a [RunRecord],
-    /// `(point, pid)` per line of the crash record.
-    pub crash_record: &'a [(String, u32)],
-    /// The schedule.
-    pub schedule: &'a Schedule,
-}
-
-impl Evidence<'_> {
-    fn log_of(&self, process: &str) -> Option<&ProcessLog> {
-        self.logs.iter().find(|l| l.process == process)
-    }
-
-    fn events_of<'b>(&'b self, process: &str) -> impl Iterator<Item = &'b Event> + 'b {
-        self.log_of(process)
-            .into_iter()
-            .flat_map(|l| l.events.iter())
-    }
-
-    fn process_by_pid(&self, pid: u32) -> Option<&ProcEntry> {
-        self.processes.iter().find(|p| p.pid == Some(pid))
-    }
-
-    fn killed_by_chaos(&self, pid: u32) -> Option<&KillRecord> {
-        self.kills.iter().find(|k| k.pid == pid)
-    }
-
-    /// When the process `name` died of a crash point, if it did.
-    fn crash_time(&self, name: &str) -> Option<u64> {
-        self.events_of(name)
-            .find(|e| e.name == events::CRASH && e.str_field("action").is_none_or(|a| a == "Exit"))
-            .map(|e| e.mono_ns)
-    }
-}
-
-/// Invariant 6 (chaos form): every process ended in a way the episode
-/// explains. 0; 99 with a matching crash-record line; a supervisor's 2 or
-/// 3; a successor's 1 when its handoff did not commit; a successor's 3 when
-/// it was asked to exit before `Hello`; `SIGKILL` sent by chaos, by the
-/// harness's teardown, or by a supervisor to its own successor.
-pub fn check_exits(ev: &Evidence) -> Check {
-    let mut problems = Vec::new();
-    let run_of_successor = |name: &str| ev.runs.iter().find(|r| r.successor == name);
-    for p in ev.processes {
-        let Some(exit) = p.exit else { continue };
-        let armed = p.armed.is_some();
-        let recorded = |pid: u32| ev.crash_record.iter().any(|(_, q)| *q == pid);
-        let ok = match exit.kind {
-            ExitKind::Signal(sig) if sig == Signal::SIGKILL as i32 => {
-                p.killed_by_harness
-                    || ev.killed_by_chaos(exit.pid).is_some()
-                    // A supervisor kills and reaps its successor on an
-                    // abort; when chaos killed that supervisor between the
-                    // two, the harness reaps the successor instead.
-                    || (p.kind == ProcKind::Successor
-                        && p.spawned_by.as_deref().is_some_and(|s| {
-                            ev.runs.iter().any(|r| {
-                                r.supervisor == s
-                                    && matches!(r.outcome, RunOutcome::Killed | RunOutcome::Crashed)
-                            })
-                        }))
-            }
-            ExitKind::Signal(_) => false,
-            ExitKind::Code(0) => true,
-            ExitKind::Code(handoff::crash::CRASH_EXIT_CODE) => armed && recorded(exit.pid),
-            ExitKind::Code(2 | 3) if p.kind == ProcKind::Supervisor => true,
-            ExitKind::Code(1) if p.kind == ProcKind::Successor => {
-                run_of_successor(&p.name).is_none_or(|r| r.outcome != RunOutcome::Committed)
-            }
-            ExitKind::Code(3) if p.kind == ProcKind::Successor => run_of_successor(&p.name)
-                .is_some_and(|r| {
-                    ev.schedule
-                        .faults_of(r.index)
-                        .any(|f| f.kind == FaultKind::Misbehave(Misbehaviour::ExitBeforeHello))
-                }),
-            ExitKind::Code(_) => false,
-        };
-        if !ok {
-            problems.push(format!(
-                "{} ({:?}{}) ended with {}",
-                p.name,
-                p.kind,
-                if armed { ", armed" } else { "" },
-                exit.kind
-            ));
-        }
-    }
-    Check::from_problems(
-        "no-unexpected-death",
-        problems,
-        "every reaped process ended in a way the episode explains".into(),
-    )
-}
-
-/// The entries of a `HANDOFF_CRASH_AT` spec: `(point, whether it exits)`
-/// (a `delay` or `hang` entry is a stall, not a crash).
-pub fn armed_points(spec: &str) -> impl Iterator<Item = (&str, bool)> {
-    spec.split(',')
-        .filter(|e| !e.trim().is_empty())
-        .map(|entry| {
-            let (head, action) = entry.split_once('=').unwrap_or((entry, "exit"));
-            let point = head.split('@').next().unwrap_or(head).trim();
-            (point, action.trim() == "exit")
-        })
+/// The points a `HANDOFF_CRASH_AT` spec makes exit (a `delay` or `hang`
+/// entry is a stall, not a crash), by the library's own parser.
+pub fn exiting_points(spec: &str) -> Vec<&'static str> {
+    let armed = handoff::crash::parse_spec(spec).unwrap_or_default();
+    armed
+        .into_iter()
+        .filter(|a| a.action == handoff::crash::Action::Exit)
+        .map(|a| a.point)
+        .collect()
 }
 
 /// Invariant 6 (crash points): every point that fired fired in a process
@@ -145,9 +39,10 @@ pub fn check_crash_points(ev: &Evidence) -> Check {
     for (point, pid) in ev.crash_record {
         match ev.process_by_pid(*pid) {
             Some(p) => {
-                let armed_with = p.armed.as_deref().is_some_and(|spec| {
-                    armed_points(spec).any(|(name, exit)| exit && name == point.as_str())
-                });
+                let armed_with = p
+                    .armed
+                    .as_deref()
+                    .is_some_and(|spec| exiting_points(spec).contains(&point.as_str()));
                 if !armed_with {
                     problems.push(format!(
                         "{point} fired in {} (pid {pid}), which was armed with {:?}",
@@ -162,7 +57,7 @@ pub fn check_crash_points(ev: &Evidence) -> Check {
     }
     for p in ev.processes {
         if let (Some(exit), Some(pid)) = (p.exit, p.pid)
-            && exit.kind == ExitKind::Code(handoff::crash::CRASH_EXIT_CODE)
+            && exit.kind == crate::reaper::ExitKind::Code(crate::exit_code::CRASHED)
             && !ev.crash_record.iter().any(|(_, q)| *q == pid)
         {
             problems.push(format!(
@@ -319,9 +214,9 @@ fn faults_during(ev: &Evidence, run: &RunRecord) -> Vec<String> {
         why.push("the incumbent's seal failed (FAKE_SEAL_FAIL)".into());
     }
     if run.planned {
-        for f in ev.schedule.faults_of(run.index) {
+        for f in ev.schedule.into_iter().flat_map(|s| s.faults_of(run.index)) {
             if let FaultKind::Misbehave(m) = f.kind
-                && m.host() == super::phase::Role::Successor
+                && m.host() == super::stage::Party::Successor
             {
                 why.push(format!("the successor misbehaves ({m:?})"));
             }
@@ -330,7 +225,49 @@ fn faults_during(ev: &Evidence, run: &RunRecord) -> Vec<String> {
     if run.incumbent.is_none() {
         why.push("nothing served when it started".into());
     }
+    if let Some(t) = ev.timeouts {
+        for (phase, took_ns) in slow_journal_writes(ev, &run.supervisor, t.liveness_ms) {
+            why.push(format!(
+                "its durable journal write ({phase}) took {} ms, past the {} ms the incumbent \
+                 waits for a frame: the incumbent gave the session up, as it must",
+                took_ns / 1_000_000,
+                t.liveness_ms
+            ));
+        }
+    }
     why
+}
+
+/// The journal writes `supervisor` waited for (`handoff.journal` recorded,
+/// then `durable=true` for the same phase) that took longer than
+/// `liveness_ms`: the incumbent hears nothing meanwhile and drops the
+/// session, so the handoff fails without any fault. A slow `fsync` on a
+/// loaded machine is the environment, not a protocol failure.
+pub fn slow_journal_writes(
+    ev: &Evidence,
+    supervisor: &str,
+    liveness_ms: u64,
+) -> Vec<(String, u64)> {
+    let mut recorded: HashMap<String, u64> = HashMap::new();
+    let mut slow = Vec::new();
+    for e in ev
+        .events_of(supervisor)
+        .filter(|e| e.name == events::JOURNAL)
+    {
+        let Some(phase) = e.str_field("phase") else {
+            continue;
+        };
+        let durable = e.fields.get("durable").and_then(|v| v.as_bool()) == Some(true);
+        if !durable {
+            recorded.insert(phase.to_string(), e.mono_ns);
+        } else if let Some(start) = recorded.remove(phase) {
+            let took = e.mono_ns.saturating_sub(start);
+            if took > liveness_ms * 1_000_000 {
+                slow.push((phase.to_string(), took));
+            }
+        }
+    }
+    slow
 }
 
 /// Each supervisor run ended as what happened during it allows: a run no
@@ -403,8 +340,9 @@ pub fn check_outcomes(ev: &Evidence) -> Check {
 /// Why a failed request failed, once attributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
-    /// The process holding the connection was killed (chaos or a crash
-    /// point) while it was open.
+    /// The process holding the connection died while it was open: killed
+    /// (chaos or a crash point), or a successor whose handoff did not
+    /// commit (it exits, or its supervisor kills it).
     HolderKilled,
     /// The process holding the connection drained for a handoff while it
     /// was open (it closes idle connections; requests in flight finish).
@@ -420,6 +358,9 @@ struct Fate {
     crashed_ns: Option<u64>,
     drains_ns: Vec<u64>,
     exited_ns: Option<u64>,
+    /// A successor whose handoff did not commit: it exits (or its
+    /// supervisor kills it) and closes what it accepted after `Begin`.
+    gave_up: bool,
 }
 
 fn fates(ev: &Evidence) -> HashMap<u32, Fate> {
@@ -439,6 +380,10 @@ fn fates(ev: &Evidence) -> HashMap<u32, Fate> {
             .map(|e| e.mono_ns)
             .collect();
         fate.exited_ns = p.exit.map(|e| e.reaped_mono_ns);
+        fate.gave_up = p.kind == ProcKind::Successor
+            && ev
+                .run_of_successor(&p.name)
+                .is_none_or(|r| r.outcome != RunOutcome::Committed);
     }
     out
 }
@@ -454,7 +399,7 @@ fn attribute(f: &FailedRequest, fates: &HashMap<u32, Fate>) -> Cause {
             || fate
                 .exited_ns
                 .is_some_and(|t| t >= f.connected_ns && t <= f.failed_ns + REAP_SLACK_NS)
-                && (fate.killed_ns.is_some() || fate.crashed_ns.is_some())
+                && (fate.killed_ns.is_some() || fate.crashed_ns.is_some() || fate.gave_up)
     };
     let drained = |fate: &Fate| {
         fate.drains_ns
@@ -609,44 +554,9 @@ pub fn check_client_accounting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventlog::parse_log;
-    use crate::reaper::Exit;
-
-    fn log(process: &str, pid: u32, lines: &[(u64, &str, &str)]) -> ProcessLog {
-        let text: String = lines
-            .iter()
-            .map(|(t, name, extra)| {
-                format!(
-                    r#"{{"mono_ns":{t},"pid":{pid},"level":"INFO","event":"{name}","message":""{extra}}}"#
-                ) + "\n"
-            })
-            .collect();
-        parse_log(process, text.as_bytes())
-    }
-
-    fn proc_entry(name: &str, pid: u32, kind: ProcKind, exit: Option<ExitKind>) -> ProcEntry {
-        ProcEntry {
-            name: name.into(),
-            pid: Some(pid),
-            kind,
-            armed: None,
-            spawned_by: None,
-            exit: exit.map(|kind| Exit {
-                pid,
-                kind,
-                reaped_mono_ns: 1_000,
-            }),
-            killed_by_harness: false,
-        }
-    }
-
-    fn schedule() -> Schedule {
-        Schedule {
-            seed: 0,
-            runs: 1,
-            faults: vec![],
-        }
-    }
+    use crate::eventlog::ProcessLog;
+    use crate::evidence::samples::{kill, log, proc_entry};
+    use crate::reaper::ExitKind;
 
     #[test]
     fn a_supervisor_that_accepts_the_wrong_pid_is_caught() {
@@ -666,16 +576,11 @@ mod tests {
                 (2, events::HELLO, r#","role":"successor","peer_pid":1"#),
             ],
         );
-        let s = schedule();
         let ev = |logs: &[ProcessLog]| {
             let logs = logs.to_vec();
             let ev = Evidence {
                 logs: &logs,
-                processes: &[],
-                kills: &[],
-                runs: &[],
-                crash_record: &[],
-                schedule: &s,
+                ..Evidence::default()
             };
             check_successor_identity(&ev).ok
         };
@@ -689,16 +594,11 @@ mod tests {
         let o = log("peer-0", 1, &[(50, events::INCUMBENT_SUPERSEDED, id)]);
         let n_ready = log("peer-1", 2, &[(40, events::SUCCESSOR_READY, id)]);
         let n_silent = log("peer-1", 2, &[(40, events::SUCCESSOR_FLOCK_TAKEN, id)]);
-        let s = schedule();
         for (n, ok) in [(n_ready, true), (n_silent, false)] {
             let logs = vec![o.clone(), n];
             let ev = Evidence {
                 logs: &logs,
-                processes: &[],
-                kills: &[],
-                runs: &[],
-                crash_record: &[],
-                schedule: &s,
+                ..Evidence::default()
             };
             assert_eq!(check_superseded_after_ready(&ev).ok, ok);
         }
@@ -711,26 +611,12 @@ mod tests {
             proc_entry("peer-0", 6, ProcKind::ColdStart, Some(ExitKind::Signal(9))),
             proc_entry("peer-1", 7, ProcKind::Successor, None),
         ];
-        let kills = vec![KillRecord {
-            fault_id: 0,
-            run: 0,
-            idle: false,
-            victim: super::super::phase::Role::Incumbent,
-            process: "peer-0".into(),
-            pid: 6,
-            trigger: "idle".into(),
-            delay_ms: 0,
-            at_ns: 300,
-            phase: super::super::phase::Phase::Idle,
-        }];
-        let s = schedule();
+        let kills = vec![kill("peer-0", 6, 300)];
         let ev = Evidence {
             logs: &logs,
             processes: &processes,
             kills: &kills,
-            runs: &[],
-            crash_record: &[],
-            schedule: &s,
+            ..Evidence::default()
         };
         let fates = fates(&ev);
         let failed = |holder, connected_ns, failed_ns, failure| FailedRequest {
@@ -768,14 +654,10 @@ mod tests {
     fn a_connection_closed_under_the_reader_must_be_explained_though_retried() {
         let logs = vec![log("peer-1", 7, &[(500, events::INCUMBENT_DRAIN, "")])];
         let processes = vec![proc_entry("peer-1", 7, ProcKind::Successor, None)];
-        let s = schedule();
         let ev = Evidence {
             logs: &logs,
             processes: &processes,
-            kills: &[],
-            runs: &[],
-            crash_record: &[],
-            schedule: &s,
+            ..Evidence::default()
         };
         let closed = |connected_ns, failed_ns| FailedRequest {
             request: "GET r1".into(),
@@ -802,5 +684,84 @@ mod tests {
             check_client_accounting(&ev, Some(&reader(vec![closed(600, 700)])), &prober, 0);
         assert!(!check.ok);
         assert_eq!(acc.retried.get("Unexplained"), Some(&1));
+    }
+
+    #[test]
+    fn a_run_failed_by_a_journal_write_slower_than_the_liveness_is_explained() {
+        let sup = |durable_at: u64| {
+            log(
+                "supervisor-1",
+                10,
+                &[
+                    (1_000_000, events::JOURNAL, r#","phase":"Negotiating""#),
+                    (
+                        durable_at,
+                        events::JOURNAL,
+                        r#","phase":"Negotiating","durable":true"#,
+                    ),
+                ],
+            )
+        };
+        let run = RunRecord {
+            supervisor: "supervisor-1".into(),
+            successor: "peer-1".into(),
+            incumbent: Some("peer-0".into()),
+            planned: true,
+            outcome: RunOutcome::Failed,
+            window_end_ns: u64::MAX,
+            ..RunRecord::default()
+        };
+        let timeouts = crate::scenario::Timeouts::default();
+        let runs = vec![run];
+        let outcome_ok = |logs: Vec<ProcessLog>| {
+            let ev = Evidence {
+                logs: &logs,
+                runs: &runs,
+                timeouts: Some(&timeouts),
+                ..Evidence::default()
+            };
+            let why = faults_during(&ev, &runs[0]);
+            !why.is_empty()
+        };
+        // 1.2 s against the 1 s liveness: explained.
+        assert!(outcome_ok(vec![sup(1_201_000_000)]));
+        // 0.2 s: nothing explains the failure.
+        assert!(!outcome_ok(vec![sup(201_000_000)]));
+    }
+
+    #[test]
+    fn a_connection_closed_by_a_successor_that_gave_up_is_explained() {
+        let processes = vec![
+            proc_entry("peer-0", 6, ProcKind::ColdStart, None),
+            proc_entry("peer-1", 7, ProcKind::Successor, Some(ExitKind::Code(1))),
+        ];
+        let aborted = vec![RunRecord {
+            supervisor: "supervisor-1".into(),
+            successor: "peer-1".into(),
+            outcome: RunOutcome::Aborted,
+            ..RunRecord::default()
+        }];
+        let committed = vec![RunRecord {
+            outcome: RunOutcome::Committed,
+            ..aborted[0].clone()
+        }];
+        let closed = FailedRequest {
+            request: "PING".into(),
+            holder: None,
+            connected_ns: 500,
+            failed_ns: 900,
+            failure: Failure::Closed("end of stream".into()),
+        };
+        for (runs, cause) in [
+            (&aborted, Cause::HolderKilled),
+            (&committed, Cause::Unexplained),
+        ] {
+            let ev = Evidence {
+                processes: &processes,
+                runs,
+                ..Evidence::default()
+            };
+            assert_eq!(attribute(&closed, &fates(&ev)), cause);
+        }
     }
 }

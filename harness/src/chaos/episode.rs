@@ -32,19 +32,24 @@ use handoff::util::monotonic_ns;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::checks::{self, Accounting, Evidence};
-use super::phase::{Phase, Role, TriggerEvent, phase_at};
+use super::checks::{self, Accounting};
+use super::render;
 use super::schedule::{Fault, FaultKind, KillWhen, Misbehaviour, Schedule};
 use super::service::{self, ServiceMode, Workload};
+use super::stage::{Party, Stage, TriggerEvent, stage_at};
 use super::tail::Tail;
 use super::traffic::{ProberReport, ReaderConfig, ReaderReport, Traffic};
 use crate::client::{Client, ClientReport};
-use crate::eventlog::{Event, ProcessLog};
+use crate::evidence::{
+    Evidence, KillRecord, MissedKill, Restart, RunOutcome, RunRecord, read_crash_record,
+};
 use crate::fixture::{Fixture, LISTENER_NAME, Settled};
 use crate::invariants::{self, Check};
-use crate::reaper::{self, ExitKind};
+use crate::reaper;
 use crate::report::Report;
-use crate::scenario::{Outcome, Scenario, SuccessorBinary, Timeouts};
+use crate::rules;
+use crate::scenario::{Scenario, SuccessorBinary, Timeouts};
+use crate::timeline;
 
 /// Poll step of every watch loop (pacing, never a synchronisation).
 const POLL: Duration = Duration::from_millis(1);
@@ -87,112 +92,6 @@ pub struct EpisodeConfig {
     pub explain: bool,
 }
 
-/// How a supervisor run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Exit 0.
-    Committed,
-    /// Exit 2.
-    Aborted,
-    /// Exit 3: the handoff could not run, or stopped on an error.
-    Failed,
-    /// Exit 99: a crash point fired in the supervisor.
-    Crashed,
-    /// `SIGKILL` by chaos.
-    Killed,
-    /// Anything else (a violation of its own).
-    Other,
-}
-
-impl RunOutcome {
-    fn of(exit: Option<ExitKind>, killed: bool) -> Self {
-        match exit {
-            Some(ExitKind::Code(c)) => match Outcome::from_exit_code(c) {
-                Some(Outcome::Committed) => RunOutcome::Committed,
-                Some(Outcome::Aborted) => RunOutcome::Aborted,
-                Some(Outcome::Failed) => RunOutcome::Failed,
-                Some(Outcome::Crashed) => RunOutcome::Crashed,
-                None => RunOutcome::Other,
-            },
-            Some(ExitKind::Signal(s)) if killed && s == Signal::SIGKILL as i32 => {
-                RunOutcome::Killed
-            }
-            _ => RunOutcome::Other,
-        }
-    }
-}
-
-/// One supervisor run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    /// 0-based index among the episode's runs.
-    pub index: usize,
-    /// A planned run (faults may apply), or a verification run (clean).
-    pub planned: bool,
-    /// `supervisor-<k>`.
-    pub supervisor: String,
-    /// The name its successor got.
-    pub successor: String,
-    /// The incumbent when it started, if any served.
-    pub incumbent: Option<String>,
-    /// Its successor was the impostor.
-    pub impostor: bool,
-    /// How the supervisor ended.
-    #[serde(skip)]
-    pub exit: Option<ExitKind>,
-    /// Its outcome.
-    pub outcome: RunOutcome,
-    /// A journal was left when it ended.
-    pub journal_left: bool,
-    /// It recovered a journal first (`handoff.recover`).
-    pub recovered_journal: bool,
-    /// Who served once the service settled (`no service` before a restart).
-    pub settled: Option<String>,
-    /// `CLOCK_MONOTONIC` when it started (after any idle kill).
-    pub window_start_ns: u64,
-    /// When the service had settled after it.
-    pub window_end_ns: u64,
-    /// The last line of its stderr.
-    pub stderr_tail: Option<String>,
-    /// `PrepareHandoff` → `Commit`, when it committed.
-    pub latency_ms: Option<f64>,
-}
-
-/// A kill that was sent.
-#[derive(Debug, Clone, Serialize)]
-pub struct KillRecord {
-    /// The schedule's fault id.
-    pub fault_id: usize,
-    /// The run (0-based).
-    pub run: usize,
-    /// An idle kill (before the run's supervisor started).
-    pub idle: bool,
-    /// The role of the victim in the run.
-    pub victim: Role,
-    /// Its process name.
-    pub process: String,
-    /// Its pid.
-    pub pid: u32,
-    /// The trigger event (or `idle`).
-    pub trigger: String,
-    /// The delay after the trigger.
-    pub delay_ms: u64,
-    /// `CLOCK_MONOTONIC` when the signal was sent.
-    pub at_ns: u64,
-    /// The phase the handoff was in when it was sent (measured).
-    pub phase: Phase,
-}
-
-/// A scheduled kill that was not sent.
-#[derive(Debug, Clone, Serialize)]
-pub struct MissedKill {
-    /// The schedule's fault id.
-    pub fault_id: usize,
-    /// Why.
-    pub why: String,
-}
-
 /// Whether the data checks ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,7 +120,7 @@ pub struct EpisodeResult {
     /// Kills scheduled but not sent.
     pub missed: Vec<MissedKill>,
     /// Service restarts (cold starts after the service died).
-    pub restarts: Vec<String>,
+    pub restarts: Vec<Restart>,
     /// Incumbents that recovered on their own after losing a supervisor.
     pub self_recoveries: u64,
     /// Crash points armed: `(point, process)`.
@@ -286,7 +185,7 @@ impl From<String> for Halt {
 /// A kill waiting for its trigger.
 struct Pending {
     fault: Fault,
-    victim: Role,
+    victim: Party,
     trigger: &'static TriggerEvent,
     delay_ms: u64,
     due_ns: Option<u64>,
@@ -311,11 +210,11 @@ struct RunCtx {
 }
 
 impl RunCtx {
-    fn process_of(&self, role: Role) -> Option<&str> {
+    fn process_of(&self, role: Party) -> Option<&str> {
         match role {
-            Role::Supervisor => Some(&self.supervisor),
-            Role::Incumbent => self.incumbent.as_deref(),
-            Role::Successor => Some(&self.successor),
+            Party::Supervisor => Some(&self.supervisor),
+            Party::Incumbent => self.incumbent.as_deref(),
+            Party::Successor => Some(&self.successor),
         }
     }
 }
@@ -329,7 +228,7 @@ struct Driver<'a> {
     /// `(run processes, run start)` of each kill, to measure its phase.
     kill_context: Vec<(Vec<String>, u64)>,
     missed: Vec<MissedKill>,
-    restarts: Vec<String>,
+    restarts: Vec<Restart>,
     checks: Vec<Check>,
     incumbent: Option<String>,
     first_lock_inode: Option<u64>,
@@ -425,33 +324,6 @@ impl Driver<'_> {
         self.cfg.timeouts.service_env()
     }
 
-    fn settle_bound(&self) -> Duration {
-        let t = &self.cfg.timeouts;
-        Duration::from_millis(5_000 + t.reacquire_window_ms + 2 * t.liveness_ms)
-    }
-
-    /// The environment that arms `points` (none: nothing).
-    fn crash_env(points: &[String]) -> Vec<(String, String)> {
-        if points.is_empty() {
-            vec![]
-        } else {
-            vec![(handoff::crash::ENV_CRASH_AT.to_string(), points.join(","))]
-        }
-    }
-
-    /// Misbehaviour and crash-point environment of the process that is the
-    /// incumbent in run `run`.
-    fn incumbent_env(&self, run: usize) -> Vec<(String, String)> {
-        let s = self.schedule();
-        let mut env: Vec<(String, String)> = s
-            .misbehaviours(run, Role::Incumbent)
-            .into_iter()
-            .filter_map(Misbehaviour::env)
-            .collect();
-        env.extend(Self::crash_env(&s.crash_specs(run, Role::Incumbent)));
-        env
-    }
-
     fn drive(
         &mut self,
         writer: &mut Option<Client>,
@@ -460,7 +332,7 @@ impl Driver<'_> {
     ) -> Result<(), Halt> {
         // 1. The first incumbent.
         let mut env = self.service_env();
-        env.extend(self.incumbent_env(0));
+        env.extend(self.schedule().env(&[(0, Party::Incumbent)]));
         let first = self.fx.cold_start(&env)?;
         match self.settle(None, &mut Vec::new())? {
             Settled::Incumbent { name, .. } => self.incumbent = Some(name),
@@ -574,15 +446,15 @@ impl Driver<'_> {
         }
     }
 
-    fn victim_pid(&self, ctx: &RunCtx, victim: Role) -> Option<u32> {
+    fn victim_pid(&self, ctx: &RunCtx, victim: Party) -> Option<u32> {
         match victim {
-            Role::Supervisor => Some(ctx.supervisor_pid),
-            Role::Incumbent => ctx
+            Party::Supervisor => Some(ctx.supervisor_pid),
+            Party::Incumbent => ctx
                 .incumbent
                 .as_deref()
                 .and_then(|n| self.fx.process(n))
                 .and_then(|p| p.pid),
-            Role::Successor => self
+            Party::Successor => self
                 .tail
                 .spawned_by(&ctx.supervisor)
                 .or_else(|| self.tail.pid_of(&ctx.successor)),
@@ -593,7 +465,7 @@ impl Driver<'_> {
         &mut self,
         ctx: &RunCtx,
         fault: Fault,
-        victim: Role,
+        victim: Party,
         trigger: &str,
         delay_ms: u64,
         idle: bool,
@@ -646,7 +518,7 @@ impl Driver<'_> {
             trigger: trigger.to_string(),
             delay_ms,
             at_ns,
-            phase: if idle { Phase::Idle } else { Phase::Hello },
+            phase: if idle { Stage::Idle } else { Stage::Hello },
         });
     }
 
@@ -663,27 +535,15 @@ impl Driver<'_> {
             };
         }
         let s = self.schedule();
-        let successor_misbehaviours = s.misbehaviours(run, Role::Successor);
+        let successor_misbehaviours = s.misbehaviours(run, Party::Successor);
         if successor_misbehaviours.contains(&Misbehaviour::NeverReady) {
             timeouts.deadline_ms = NEVER_READY_DEADLINE_MS;
         }
         let mut supervisor_env = self.service_env();
-        supervisor_env.extend(Self::crash_env(&s.crash_specs(run, Role::Supervisor)));
-        // The successor: its own misbehaviours and `n-` points, and what the
-        // schedule sets in the incumbent of the next run (which it becomes
-        // if this run commits).
-        let mut successor_env: Vec<(String, String)> = successor_misbehaviours
-            .iter()
-            .filter_map(|m| m.env())
-            .collect();
-        successor_env.extend(
-            s.misbehaviours(run + 1, Role::Incumbent)
-                .into_iter()
-                .filter_map(Misbehaviour::env),
-        );
-        let mut points = s.crash_specs(run, Role::Successor);
-        points.extend(s.crash_specs(run + 1, Role::Incumbent));
-        successor_env.extend(Self::crash_env(&points));
+        supervisor_env.extend(s.env(&[(run, Party::Supervisor)]));
+        // The successor: its own faults, and what the schedule sets in the
+        // incumbent of the next run (which it becomes if this run commits).
+        let successor_env = s.env(&[(run, Party::Successor), (run + 1, Party::Incumbent)]);
         let binary = if successor_misbehaviours.contains(&Misbehaviour::Impostor) {
             SuccessorBinary::Impostor
         } else {
@@ -831,14 +691,17 @@ impl Driver<'_> {
             successor: handle.successor.clone(),
             incumbent: incumbent_at_start,
             impostor: binary == SuccessorBinary::Impostor,
+            successor_exits_before_hello: faults
+                .iter()
+                .any(|f| f.kind == FaultKind::Misbehave(Misbehaviour::ExitBeforeHello)),
             exit,
-            outcome: RunOutcome::of(exit, killed),
+            outcome: rules::run_outcome(exit, killed),
             journal_left,
             recovered_journal: false,
             settled: None,
             window_start_ns,
             window_end_ns: 0,
-            stderr_tail: supervisor_says(&stdout, &stderr),
+            stderr_tail: timeline::supervisor_says(&stdout, &stderr),
             latency_ms: None,
         };
         let settled = match settled {
@@ -875,7 +738,7 @@ impl Driver<'_> {
         ctx: Option<&RunCtx>,
         pending: &mut Vec<Pending>,
     ) -> Result<Settled, Halt> {
-        let bound = self.settle_bound();
+        let bound = self.cfg.timeouts.settle_bound();
         let deadline = Instant::now() + bound;
         let mut next_check = Instant::now();
         let mut last_observed = String::new();
@@ -906,9 +769,13 @@ impl Driver<'_> {
 
     /// Cold-start a clean service process after the service died.
     fn restart(&mut self, why: &str) -> Result<(), Halt> {
+        let at_ns = monotonic_ns();
         let env = self.service_env();
         let name = self.fx.cold_start(&env)?;
-        self.restarts.push(format!("{why}: restarted as {name}"));
+        self.restarts.push(Restart {
+            at_ns,
+            why: format!("{why}: restarted as {name}"),
+        });
         match self.settle(None, &mut Vec::new())? {
             Settled::Incumbent { name, .. } => {
                 self.incumbent = Some(name);
@@ -944,46 +811,29 @@ impl Driver<'_> {
             ));
             return;
         };
-        self.checks.push(invariants::check_kernel_flock(
+        let merged = writer.map(|w| {
+            let mut all = w.clone();
+            all.acked
+                .extend(reader.iter().flat_map(|r| r.acked.iter().cloned()));
+            all
+        });
+        let probes = match &self.cfg.service {
+            ServiceMode::FakePeer { .. } => invariants::FAKE_PEER,
+            ServiceMode::Custom(_) => invariants::Probes {
+                fds: service::check_fds,
+                serves: service::accepts_everywhere,
+            },
+        };
+        self.checks.extend(invariants::serving_checks(
             &self.fx,
             pid,
+            &name,
             self.first_lock_inode,
+            merged.as_ref().zip(writer),
+            &probes,
         ));
-        // FDs before any probe of ours opens a connection to the incumbent.
-        match &self.cfg.service {
-            ServiceMode::FakePeer { .. } => {
-                self.checks.push(invariants::check_fds(
-                    &self.fx,
-                    pid,
-                    &name,
-                    Duration::from_secs(3),
-                ));
-                self.checks
-                    .push(invariants::check_one_incumbent(&self.fx, pid));
-            }
-            ServiceMode::Custom(_) => {
-                self.checks.push(service::check_fds(
-                    &self.fx,
-                    pid,
-                    &name,
-                    Duration::from_secs(3),
-                ));
-                self.checks
-                    .push(service::check_one_incumbent(&self.fx, pid));
-            }
-        }
-        if let (Some(w), reader) = (writer, reader) {
-            let mut merged = w.clone();
-            if let Some(r) = reader {
-                merged.acked.extend(r.acked.iter().cloned());
-            }
-            self.checks
-                .push(invariants::check_kv_log(&self.fx.data_dir(), &merged));
-            self.checks.push(invariants::check_acked_writes(
-                self.fx.addr(LISTENER_NAME),
-                w,
-            ));
-            result.acked_writes_verified = merged.acked.len() as u64;
+        if let Some(all) = &merged {
+            result.acked_writes_verified = all.acked.len() as u64;
             result.reads_verified = reader.map_or(0, |r| r.reads_ok);
         }
         if let Some(written) = workload_written {
@@ -995,30 +845,6 @@ impl Driver<'_> {
                 self.checks.push(Workload::verify(cmd, &self.fx));
             }
         }
-        let live = self.fx.live();
-        let leaked: Vec<String> = live
-            .iter()
-            .filter(|p| p.pid != pid)
-            .map(|p| match self.fx.name_of(p.pid) {
-                Some(n) => format!("{n} (pid {}) is still alive", p.pid),
-                None => format!(
-                    "pid {} ({}) carries the fixture marker but is no process the episode named",
-                    p.pid, p.comm
-                ),
-            })
-            .collect();
-        self.checks.push(Check::from_problems(
-            "no-leaked-process",
-            leaked,
-            format!(
-                "{} processes started, only the incumbent lives",
-                self.fx
-                    .processes()
-                    .iter()
-                    .filter(|p| p.pid.is_some())
-                    .count()
-            ),
-        ));
         self.checks.push(if self.fx.journal().exists() {
             Check::fail("journal", "a journal is left at the end")
         } else {
@@ -1045,7 +871,7 @@ impl Driver<'_> {
                 .filter(|l| processes.contains(&l.process))
                 .flat_map(|l| l.events.iter())
                 .filter(|e| e.mono_ns >= *start_ns);
-            k.phase = phase_at(run_events, k.at_ns);
+            k.phase = stage_at(run_events, k.at_ns);
         }
         for run in &mut self.runs {
             let log = logs.iter().find(|l| l.process == run.supervisor);
@@ -1072,11 +898,15 @@ impl Driver<'_> {
             kills: &self.kills,
             runs: &self.runs,
             crash_record: &crash_record,
-            schedule: &self.cfg.schedule,
+            restarts: &self.restarts,
+            schedule: Some(&self.cfg.schedule),
+            timeouts: Some(&self.cfg.timeouts),
+            ..Evidence::default()
         };
         let complete = result.error.is_none() && !self.checks.iter().any(|c| !c.ok);
         self.checks.push(invariants::check_flock_intervals(&logs));
-        self.checks.push(checks::check_exits(&ev));
+        self.checks.push(rules::check_exits(&ev));
+        self.checks.push(rules::check_restarts(&ev));
         self.checks.push(checks::check_crash_points(&ev));
         self.checks.push(checks::check_successor_identity(&ev));
         self.checks.push(checks::check_superseded_after_ready(&ev));
@@ -1096,10 +926,8 @@ impl Driver<'_> {
             .count() as u64;
         for p in &processes {
             if let Some(spec) = &p.armed {
-                for (point, exits) in checks::armed_points(spec) {
-                    if exits {
-                        result.armed.push((point.to_string(), p.name.clone()));
-                    }
+                for point in checks::exiting_points(spec) {
+                    result.armed.push((point.to_string(), p.name.clone()));
                 }
             }
         }
@@ -1142,13 +970,13 @@ impl Driver<'_> {
                 result.checks.push(c);
             }
         }
-        mark_kills(&mut report.logs, &result.kills);
-        let timeline = report.timeline();
+        render::mark_kills(&mut report.logs, &result.kills);
+        let rendered = timeline::render(&report);
         if let Some(dir) = artifacts
             && (failed || self.cfg.explain)
         {
             let target = dir.join(&self.cfg.artifact_name);
-            match copy_dir(self.fx.root(), &target) {
+            match render::copy_dir(self.fx.root(), &target) {
                 Ok(()) => result.artifacts = Some(target),
                 Err(e) => {
                     result.error.get_or_insert(format!(
@@ -1158,7 +986,7 @@ impl Driver<'_> {
                 }
             }
         }
-        let text = render_text(self.cfg, result, &report, &timeline);
+        let text = render::episode_text(self.cfg, result, &report, &rendered);
         if let Some(dir) = &result.artifacts {
             let _ = std::fs::write(dir.join("failure.txt"), &text);
             if let Ok(json) = serde_json::to_string_pretty(&result.schedule) {
@@ -1187,214 +1015,4 @@ fn is_live(pid: u32) -> bool {
         .ok()
         .and_then(|t| crate::procs::parse_stat(&t))
         .is_some_and(|s| s.is_live())
-}
-
-/// What a supervisor said about its run: its own last `handoff-supervisor:`
-/// line on stderr (its successor writes to the same stderr, and the log
-/// lines carry colours), else the first line of its stdout.
-fn supervisor_says(stdout: &str, stderr: &str) -> Option<String> {
-    let plain = strip_ansi(stderr);
-    plain
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("handoff-supervisor:") && !l.contains("next:"))
-        .or_else(|| stdout.lines().find(|l| !l.trim().is_empty()))
-        .map(|l| l.trim().to_string())
-}
-
-/// Remove ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `(point, pid)` per line of the crash record.
-pub fn read_crash_record(path: &Path) -> Vec<(String, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (point, pid) = l.trim().split_once(' ')?;
-            Some((point.to_string(), pid.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Put each kill in its victim's column of the timeline, at the instant it
-/// was sent.
-fn mark_kills(logs: &mut Vec<ProcessLog>, kills: &[KillRecord]) {
-    for k in kills {
-        let mut fields = std::collections::BTreeMap::new();
-        fields.insert(
-            "after".to_string(),
-            serde_json::Value::from(k.trigger.clone()),
-        );
-        fields.insert("delay".to_string(), serde_json::Value::from(k.delay_ms));
-        fields.insert("fault".to_string(), serde_json::Value::from(k.fault_id));
-        let event = Event {
-            process: k.process.clone(),
-            mono_ns: k.at_ns,
-            pid: k.pid,
-            level: "WARN".into(),
-            name: "⚡ CHAOS SIGKILL".into(),
-            message: String::new(),
-            fields,
-        };
-        match logs.iter_mut().find(|l| l.process == k.process) {
-            Some(log) => {
-                log.events.push(event);
-                log.events.sort_by_key(|e| e.mono_ns);
-            }
-            None => logs.push(ProcessLog {
-                process: k.process.clone(),
-                events: vec![event],
-                ..ProcessLog::default()
-            }),
-        }
-    }
-    logs.sort_by_key(|l| crate::eventlog::process_order(&l.process));
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let ty = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if ty.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else if ty.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        }
-        // Sockets and the like are not logs.
-    }
-    Ok(())
-}
-
-fn render_text(cfg: &EpisodeConfig, r: &EpisodeResult, report: &Report, timeline: &str) -> String {
-    let mut out = format!(
-        "chaos episode {} of run seed {:#x} {} (episode seed {:#x}, {:.2} s)\n\n",
-        cfg.index,
-        cfg.run_seed,
-        if r.passed() { "passed" } else { "FAILED" },
-        cfg.schedule.seed,
-        r.duration.as_secs_f64()
-    );
-    out.push_str("schedule: ");
-    out.push_str(&cfg.schedule.words());
-    let violations = r.violations();
-    if !violations.is_empty() {
-        out.push_str("\nviolations:\n");
-        for v in &violations {
-            out.push_str(&format!("  {}\n", report.normaliser.text(v)));
-        }
-    }
-    out.push_str("\nsupervisor runs:\n");
-    for run in &r.runs {
-        out.push_str(&format!(
-            "  {} (run {}, {}): incumbent {} → {:?} ({}), then {}{}{}\n",
-            run.supervisor,
-            run.index + 1,
-            if run.planned {
-                "planned"
-            } else {
-                "clean verification"
-            },
-            run.incumbent.as_deref().unwrap_or("none"),
-            run.outcome,
-            run.exit.map_or("no exit".into(), |e| e.to_string()),
-            run.settled
-                .as_deref()
-                .unwrap_or("the service did not settle"),
-            if run.journal_left {
-                "; left a journal"
-            } else {
-                ""
-            },
-            run.stderr_tail
-                .as_deref()
-                .filter(|_| run.outcome != RunOutcome::Committed)
-                .map(|l| format!("; it said: {l}"))
-                .unwrap_or_default(),
-        ));
-    }
-    if !r.kills.is_empty() || !r.missed.is_empty() {
-        out.push_str("\nkills:\n");
-        for k in &r.kills {
-            out.push_str(&format!(
-                "  [{}] SIGKILL {} (the {} of run {}) in the {} phase, {} ms after {}\n",
-                k.fault_id,
-                k.process,
-                k.victim.name(),
-                k.run + 1,
-                k.phase.name(),
-                k.delay_ms,
-                k.trigger
-            ));
-        }
-        for m in &r.missed {
-            out.push_str(&format!("  [{}] not sent: {}\n", m.fault_id, m.why));
-        }
-    }
-    if !r.fired.is_empty() {
-        out.push_str("\ncrash points fired:\n");
-        for (point, process) in &r.fired {
-            out.push_str(&format!("  {point} in {process}\n"));
-        }
-    }
-    if !r.restarts.is_empty() {
-        out.push_str("\nrestarts:\n");
-        for s in &r.restarts {
-            out.push_str(&format!("  {s}\n"));
-        }
-    }
-    out.push_str("\nprocesses:\n");
-    for p in &report.processes {
-        out.push_str(&format!(
-            "  {:<14} pid {:<8} {:?}{} → {}\n",
-            p.name,
-            p.pid.map_or("?".into(), |p| p.to_string()),
-            p.kind,
-            p.armed
-                .as_ref()
-                .map(|a| format!(" armed {a}"))
-                .unwrap_or_default(),
-            p.exit.map_or("not reaped by the harness".into(), |e| {
-                let killed = r.kills.iter().any(|k| Some(k.pid) == p.pid);
-                format!("{}{}", e.kind, if killed { " (chaos)" } else { "" })
-            })
-        ));
-    }
-    out.push_str("\ninvariants:\n");
-    for c in &r.checks {
-        out.push_str(&format!(
-            "  [{}] {}: {}\n",
-            if c.ok { "ok" } else { "FAILED" },
-            c.name,
-            report.normaliser.text(&c.detail)
-        ));
-    }
-    out.push('\n');
-    out.push_str(timeline);
-    if let Some(dir) = &r.artifacts {
-        out.push_str(&format!(
-            "\nlogs: {} (event logs *.jsonl, outputs *.stdout/*.stderr, failure.txt, \
-             schedule.json)\n",
-            dir.display()
-        ));
-    }
-    out.push_str(&format!("replay: {}\n", cfg.replay));
-    out
 }

@@ -5,7 +5,7 @@
 //!
 //! - a **kill**: `SIGKILL` of the run's supervisor, incumbent or successor,
 //!   when a chosen event appears in the logs (see
-//!   [`super::phase::TRIGGERS`]), after an extra delay; or of the incumbent
+//!   [`super::stage::TRIGGERS`]), after an extra delay; or of the incumbent
 //!   while idle, before the run's supervisor starts;
 //! - a **crash point** (`HANDOFF_CRASH_AT`), armed in the process of the
 //!   point's side that takes part in the run;
@@ -26,8 +26,8 @@ use serde::Serialize;
 use handoff::crash::points as crash;
 use handoff::events;
 
-use super::phase::{Phase, Role, TriggerEvent, trigger_named, triggers_of};
 use super::rng::Rng;
+use super::stage::{Party, Stage, TriggerEvent, trigger_named, triggers_of};
 use crate::catalog::{Reach, reach_of};
 
 /// Bound on the drift of one drawn fault (redraws when a draw does not fit).
@@ -63,13 +63,13 @@ pub enum Misbehaviour {
 
 impl Misbehaviour {
     /// The process it is set in: the run's incumbent or its successor.
-    pub fn host(self) -> Role {
+    pub fn host(self) -> Party {
         match self {
             Misbehaviour::SealFailsOnce
             | Misbehaviour::SlowDrain { .. }
-            | Misbehaviour::SlowSeal { .. } => Role::Incumbent,
+            | Misbehaviour::SlowSeal { .. } => Party::Incumbent,
             Misbehaviour::NeverReady | Misbehaviour::ExitBeforeHello | Misbehaviour::Impostor => {
-                Role::Successor
+                Party::Successor
             }
         }
     }
@@ -85,14 +85,6 @@ impl Misbehaviour {
             Misbehaviour::Impostor => return None,
         };
         Some((k.to_string(), v))
-    }
-
-    /// Whether it makes its run abort, or fail, by design.
-    pub fn spoils_the_run(self) -> bool {
-        !matches!(
-            self,
-            Misbehaviour::SlowDrain { .. } | Misbehaviour::SlowSeal { .. }
-        )
     }
 
     fn words(self) -> String {
@@ -133,7 +125,7 @@ pub enum FaultKind {
     /// `SIGKILL` one process.
     Kill {
         /// Whose process.
-        victim: Role,
+        victim: Party,
         /// When.
         when: KillWhen,
         /// Extra delay after the trigger, in milliseconds.
@@ -172,7 +164,7 @@ pub struct Fault {
 
 impl Fault {
     /// The role of the process the fault is set in or aimed at.
-    pub fn target(&self) -> Role {
+    pub fn target(&self) -> Party {
         match self.kind {
             FaultKind::Kill { victim, .. } => victim,
             FaultKind::Crash { point } | FaultKind::Stall { point, .. } => crash_role(point),
@@ -207,7 +199,7 @@ impl Fault {
                 },
                 t.event,
                 t.phase.name(),
-                if victim == Role::Supervisor && t.event == handoff::events::RECOVER {
+                if victim == Party::Supervisor && t.event == handoff::events::RECOVER {
                     ": the restarted supervisor, while it recovers the journal"
                 } else {
                     ""
@@ -226,7 +218,7 @@ impl Fault {
             FaultKind::Misbehave(m) => format!(
                 "run {run}: the {}: {}",
                 match m.host() {
-                    Role::Incumbent => incumbent_host_words(self.run),
+                    Party::Incumbent => incumbent_host_words(self.run),
                     _ => "successor".to_string(),
                 },
                 m.words()
@@ -235,11 +227,11 @@ impl Fault {
     }
 }
 
-fn crash_role(point: &str) -> Role {
+fn crash_role(point: &str) -> Party {
     match handoff::crash::lookup(point).map(|p| p.side) {
-        Some(CrashSide::Supervisor) => Role::Supervisor,
-        Some(CrashSide::Successor) => Role::Successor,
-        _ => Role::Incumbent,
+        Some(CrashSide::Supervisor) => Party::Supervisor,
+        Some(CrashSide::Successor) => Party::Successor,
+        _ => Party::Incumbent,
     }
 }
 
@@ -256,9 +248,9 @@ fn incumbent_host_words(run: usize) -> String {
 
 fn crash_host_words(point: &str, run: usize) -> String {
     match crash_role(point) {
-        Role::Supervisor => "supervisor".to_string(),
-        Role::Successor => "successor".to_string(),
-        Role::Incumbent => incumbent_host_words(run),
+        Party::Supervisor => "supervisor".to_string(),
+        Party::Successor => "successor".to_string(),
+        Party::Incumbent => incumbent_host_words(run),
     }
 }
 
@@ -300,7 +292,7 @@ impl Schedule {
     }
 
     /// The misbehaviours of run `run` set in `host`.
-    pub fn misbehaviours(&self, run: usize, host: Role) -> Vec<Misbehaviour> {
+    pub fn misbehaviours(&self, run: usize, host: Party) -> Vec<Misbehaviour> {
         self.faults_of(run)
             .filter_map(|f| match f.kind {
                 FaultKind::Misbehave(m) if m.host() == host => Some(m),
@@ -309,18 +301,28 @@ impl Schedule {
             .collect()
     }
 
-    /// The `HANDOFF_CRASH_AT` entries of run `run` whose side is `side`:
-    /// crash points (`<point>`) and stalls (`<point>=delay(<ms>)`).
-    pub fn crash_specs(&self, run: usize, side: Role) -> Vec<String> {
-        self.faults_of(run)
-            .filter_map(|f| match f.kind {
-                FaultKind::Crash { point } if crash_role(point) == side => Some(point.to_string()),
-                FaultKind::Stall { point, ms } if crash_role(point) == side => {
-                    Some(format!("{point}=delay({ms})"))
+    /// The environment that sets, in one process, the faults of each
+    /// `(run, party)` it plays: misbehaviours (`FAKE_*`), then one
+    /// `HANDOFF_CRASH_AT` with its crash points (`<point>`) and stalls
+    /// (`<point>=delay(<ms>)`). A fault that reaches a process through its
+    /// environment says how here.
+    pub fn env(&self, hosts: &[(usize, Party)]) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        let mut points = Vec::new();
+        for &(run, party) in hosts {
+            for f in self.faults_of(run).filter(|f| f.target() == party) {
+                match f.kind {
+                    FaultKind::Misbehave(m) => env.extend(m.env()),
+                    FaultKind::Crash { point } => points.push(point.to_string()),
+                    FaultKind::Stall { point, ms } => points.push(format!("{point}=delay({ms})")),
+                    FaultKind::Kill { .. } => {}
                 }
-                _ => None,
-            })
-            .collect()
+            }
+        }
+        if !points.is_empty() {
+            env.push((handoff::crash::ENV_CRASH_AT.to_string(), points.join(",")));
+        }
+        env
     }
 
     /// Only the faults whose ids are in `ids` (the runs stay).
@@ -368,7 +370,7 @@ impl Schedule {
 /// the companions the phase needs); the run aims its episodes at every cell
 /// in turn ([`aim_of_episode`]), so a run of a few dozen episodes already
 /// kills every role in every phase it can be in.
-pub fn draw(seed: u64, aim: Option<(Role, Phase)>, options: DrawOptions) -> Schedule {
+pub fn draw(seed: u64, aim: Option<(Party, Stage)>, options: DrawOptions) -> Schedule {
     let mut rng = Rng::new(seed);
     let mut runs = 1 + rng.weighted(&[50, 35, 15]);
     let wanted = rng.weighted(&[5, 35, 40, 20]).min(options.max_faults);
@@ -407,8 +409,8 @@ pub fn draw(seed: u64, aim: Option<(Role, Phase)>, options: DrawOptions) -> Sche
             1 => draw_crash(&mut rng, run, budget, &faults, options),
             2 => draw_misbehaviour(&mut rng, run, &faults, options).map(|m| vec![(run, m)]),
             _ => {
-                let phase = *rng.pick(&Phase::ALL[1..]);
-                let victim = rng.pick_copy(&Role::ALL);
+                let phase = *rng.pick(&Stage::ALL[1..]);
+                let victim = rng.pick_copy(&Party::ALL);
                 draw_stall(&mut rng, run, phase, victim, &faults, options).map(|k| vec![(run, k)])
             }
         };
@@ -452,7 +454,7 @@ fn abort_cause(faults: &[Fault], run: usize) -> Option<Misbehaviour> {
     })
 }
 
-fn kill(victim: Role, trigger: &'static TriggerEvent, delay_ms: u64) -> FaultKind {
+fn kill(victim: Party, trigger: &'static TriggerEvent, delay_ms: u64) -> FaultKind {
     FaultKind::Kill {
         victim,
         when: KillWhen::After(trigger),
@@ -466,16 +468,16 @@ fn trigger(event: &str) -> &'static TriggerEvent {
 
 /// A kill of the supervisor in a phase where it has journaled (so the next
 /// supervisor recovers a journal) and its peers are mid-handoff, at once.
-fn supervisor_kill(rng: &mut Rng, phases: &[Phase]) -> FaultKind {
+fn supervisor_kill(rng: &mut Rng, phases: &[Stage]) -> FaultKind {
     let phase = *rng.pick(phases);
-    kill(Role::Supervisor, rng.pick_copy(&triggers_of(phase)), 0)
+    kill(Party::Supervisor, rng.pick_copy(&triggers_of(phase)), 0)
 }
 
 /// Every role × phase cell a kill can land in, in a fixed order.
-pub fn cells() -> Vec<(Role, Phase)> {
-    Role::ALL
+pub fn cells() -> Vec<(Party, Stage)> {
+    Party::ALL
         .iter()
-        .flat_map(|r| Phase::ALL.iter().map(move |p| (*r, *p)))
+        .flat_map(|r| Stage::ALL.iter().map(move |p| (*r, *p)))
         .filter(|(r, p)| r.can_be_in(*p))
         .collect()
 }
@@ -484,7 +486,7 @@ pub fn cells() -> Vec<(Role, Phase)> {
 /// of one episode per cell; each round visits every cell once, in an order
 /// drawn from the round number, so that a shard running every n-th episode
 /// (whatever n) also aims at every cell over a few rounds.
-pub fn aim_of_episode(index: u64) -> (Role, Phase) {
+pub fn aim_of_episode(index: u64) -> (Party, Stage) {
     let cells = cells();
     let n = cells.len() as u64;
     let mut order: Vec<usize> = (0..cells.len()).collect();
@@ -500,6 +502,50 @@ pub fn aim_of_episode(index: u64) -> (Role, Phase) {
 /// companions: they are picked more.
 const PHASE_WEIGHTS: [u64; 9] = [8, 12, 8, 10, 12, 16, 16, 20, 20];
 
+// The odds `draw_kill` draws from (percent chances; millisecond ranges,
+// both ends included). Named so each can be read and tuned; changing one
+// changes the schedule every seed draws.
+
+/// A delay that lands a kill inside a stage lasting about a millisecond.
+const PROMPT_DELAY_MS: (u64, u64) = (0, 1);
+/// An idle kill's delay before the supervisor starts.
+const IDLE_DELAY_MS: (u64, u64) = (0, 50);
+/// An abort aimed at, with no cause scheduled yet: caused by a successor
+/// that never sends `Ready` (else by a seal that fails once). Always for a
+/// successor victim, which exists only in the first case.
+const ABORT_BY_NEVER_READY: u64 = 60;
+/// An abort caused by a never-ready successor: kill the supervisor or the
+/// incumbent at the incumbent's resume rather than at the abort.
+const KILL_AT_RESUME: u64 = 30;
+/// A stall holds the victim inside the abort.
+const STALL_IN_ABORT: u64 = 80;
+/// How long a stall holds a process at its point.
+const STALL_MS: (u64, u64) = (20, 120);
+/// The incumbent recovering from a lost supervisor: killed when it notices
+/// (`supervisor_lost`) rather than when it has retaken the flock.
+const KILL_AT_SUPERVISOR_LOST: u64 = 50;
+/// A stall holds the recovering incumbent just after it retook the flock.
+const STALL_AT_REACQUIRE: u64 = 70;
+/// A stall holds the successor with the flock while its supervisor is dead.
+const STALL_SUCCESSOR_HOLDING_FLOCK: u64 = 90;
+/// How long that stall holds the successor.
+const SUCCESSOR_STALL_MS: (u64, u64) = (30, 120);
+/// A supervisor kill aimed at the begin stage lands between the
+/// successor's `Begin` and its `Ready`.
+const SUPERVISOR_BETWEEN_BEGIN_AND_READY: u64 = 60;
+/// That kill follows `successor.begin` (else `successor.flock_taken`).
+const AT_SUCCESSOR_BEGIN: u64 = 50;
+/// A kill in a short stage (hello, ready, commit, or between `Begin` and
+/// `Ready`) comes with a fault that holds the handoff in that stage.
+const WIDEN_SHORT: u64 = 85;
+/// A kill in a longer stage comes with such a fault.
+const WIDEN: u64 = 60;
+/// The fault that widens a drain or a seal is the fake peer's slow drain or
+/// slow seal (else a stall at a point).
+const SLOW_RATHER_THAN_STALL: u64 = 50;
+/// How much longer a slow drain or seal takes.
+const SLOW_MS: (u64, u64) = (30, 200);
+
 /// A kill, with the companions its phase needs: a cause for an abort, a
 /// dead supervisor for a recovery, a stall or a slow drain or seal that
 /// holds the handoff in the phase long enough for the kill to land in it.
@@ -511,25 +557,25 @@ fn draw_kill(
     budget: usize,
     faults: &[Fault],
     options: DrawOptions,
-    aim: Option<(Role, Phase)>,
+    aim: Option<(Party, Stage)>,
 ) -> Option<Vec<(usize, FaultKind)>> {
     let (victim, phase) = match aim {
         Some(cell) => cell,
         None => {
-            let victim = rng.pick_copy(&Role::ALL);
-            let weights: Vec<u64> = Phase::ALL
+            let victim = rng.pick_copy(&Party::ALL);
+            let weights: Vec<u64> = Stage::ALL
                 .iter()
                 .zip(PHASE_WEIGHTS)
                 .map(|(p, w)| if victim.can_be_in(*p) { w } else { 0 })
                 .collect();
-            (victim, Phase::ALL[rng.weighted(&weights)])
+            (victim, Stage::ALL[rng.weighted(&weights)])
         }
     };
-    let small = |rng: &mut Rng| rng.range(0, 1);
+    let small = |rng: &mut Rng| rng.range(PROMPT_DELAY_MS.0, PROMPT_DELAY_MS.1);
     let mut out: Vec<(usize, FaultKind)> = Vec::new();
     match phase {
-        Phase::Idle => {
-            let delay_ms = rng.range(0, 50);
+        Stage::Idle => {
+            let delay_ms = rng.range(IDLE_DELAY_MS.0, IDLE_DELAY_MS.1);
             out.push((
                 run,
                 FaultKind::Kill {
@@ -540,7 +586,7 @@ fn draw_kill(
             ));
             return Some(out);
         }
-        Phase::Abort => {
+        Stage::Abort => {
             // The supervisor aborts (its `handoff.abort`); a stall keeps the
             // victim in the abort: the supervisor before it kills the
             // successor and resumes the incumbent, or the incumbent before it
@@ -551,7 +597,7 @@ fn draw_kill(
                     if budget < 2 || !options.fake_peer {
                         return None;
                     }
-                    let c = if victim == Role::Successor || rng.chance(60) {
+                    let c = if victim == Party::Successor || rng.chance(ABORT_BY_NEVER_READY) {
                         Misbehaviour::NeverReady
                     } else {
                         Misbehaviour::SealFailsOnce
@@ -560,46 +606,47 @@ fn draw_kill(
                     c
                 }
             };
-            let ev =
-                if cause == Misbehaviour::NeverReady && victim != Role::Successor && rng.chance(30)
-                {
-                    events::RESUME
-                } else {
-                    events::ABORT
-                };
+            let ev = if cause == Misbehaviour::NeverReady
+                && victim != Party::Successor
+                && rng.chance(KILL_AT_RESUME)
+            {
+                events::RESUME
+            } else {
+                events::ABORT
+            };
             let d = small(rng);
             out.push((run, kill(victim, trigger(ev), d)));
             let stall = match cause {
                 Misbehaviour::NeverReady => crash::S_AFTER_ABORT_SENT,
                 _ => crash::O_AFTER_SEAL_FAILED_SENT,
             };
-            if budget > out.len() && !armed_at(faults, run, stall) && rng.chance(80) {
-                let ms = rng.range(20, 120);
+            if budget > out.len() && !armed_at(faults, run, stall) && rng.chance(STALL_IN_ABORT) {
+                let ms = rng.range(STALL_MS.0, STALL_MS.1);
                 out.push((run, FaultKind::Stall { point: stall, ms }));
             }
         }
-        Phase::Recover => {
+        Stage::Recover => {
             if budget < 2 {
                 return None;
             }
             match victim {
-                Role::Supervisor => {
+                Party::Supervisor => {
                     // The restarted supervisor, killed while it recovers the
                     // journal its predecessor left: that one dies first.
                     let run = run.max(1);
                     *runs = (*runs).max(run + 1);
-                    let first = supervisor_kill(rng, &[Phase::Drain, Phase::Seal, Phase::Begin]);
+                    let first = supervisor_kill(rng, &[Stage::Drain, Stage::Seal, Stage::Begin]);
                     out.push((run - 1, first));
                     let d = small(rng);
                     out.push((run, kill(victim, trigger(events::RECOVER), d)));
                     return Some(out);
                 }
-                Role::Incumbent => {
+                Party::Incumbent => {
                     // The incumbent lost its supervisor after the seal: it
                     // retakes the flock (a stall holds it there).
-                    let first = supervisor_kill(rng, &[Phase::Seal, Phase::Begin]);
+                    let first = supervisor_kill(rng, &[Stage::Seal, Stage::Begin]);
                     out.push((run, first));
-                    let ev = if rng.chance(50) {
+                    let ev = if rng.chance(KILL_AT_SUPERVISOR_LOST) {
                         events::INCUMBENT_SUPERVISOR_LOST
                     } else {
                         events::INCUMBENT_FLOCK_REACQUIRED
@@ -610,13 +657,13 @@ fn draw_kill(
                     if options.fake_peer
                         && budget > out.len()
                         && !armed_at(faults, run, stall)
-                        && rng.chance(70)
+                        && rng.chance(STALL_AT_REACQUIRE)
                     {
-                        let ms = rng.range(20, 120);
+                        let ms = rng.range(STALL_MS.0, STALL_MS.1);
                         out.push((run, FaultKind::Stall { point: stall, ms }));
                     }
                 }
-                Role::Successor => {
+                Party::Successor => {
                     // The supervisor dies after Begin, while the successor
                     // holds the flock (a stall keeps it there): the incumbent
                     // recovers, waiting for the flock, and the successor is
@@ -624,7 +671,7 @@ fn draw_kill(
                     // (`successor.begin`: the stall point below comes before
                     // `successor.flock_taken` is logged.)
                     let t = trigger(events::SUCCESSOR_BEGIN);
-                    out.push((run, kill(Role::Supervisor, t, 0)));
+                    out.push((run, kill(Party::Supervisor, t, 0)));
                     let d = small(rng);
                     out.push((
                         run,
@@ -634,9 +681,9 @@ fn draw_kill(
                     if options.fake_peer
                         && budget > out.len()
                         && !armed_at(faults, run, stall)
-                        && rng.chance(90)
+                        && rng.chance(STALL_SUCCESSOR_HOLDING_FLOCK)
                     {
-                        let ms = rng.range(30, 120);
+                        let ms = rng.range(SUCCESSOR_STALL_MS.0, SUCCESSOR_STALL_MS.1);
                         out.push((run, FaultKind::Stall { point: stall, ms }));
                     }
                 }
@@ -647,17 +694,19 @@ fn draw_kill(
             let triggers: Vec<&'static TriggerEvent> = triggers_of(other)
                 .into_iter()
                 .filter(|t| {
-                    victim != Role::Successor
+                    victim != Party::Successor
                         || !(t.event == events::HELLO || t.event == events::INCUMBENT_SESSION)
                 })
                 .collect();
             // The supervisor dying between Begin and Ready is the window
-            // the design turns on (the seed's own racy example): aim there
-            // often, from the successor's events.
-            let between_begin_and_ready =
-                other == Phase::Begin && victim == Role::Supervisor && rng.chance(60);
+            // the design turns on (the successor holds the flock, the
+            // incumbent has let go): aim there often, from the successor's
+            // events.
+            let between_begin_and_ready = other == Stage::Begin
+                && victim == Party::Supervisor
+                && rng.chance(SUPERVISOR_BETWEEN_BEGIN_AND_READY);
             let t = if between_begin_and_ready {
-                trigger(if rng.chance(50) {
+                trigger(if rng.chance(AT_SUCCESSOR_BEGIN) {
                     events::SUCCESSOR_BEGIN
                 } else {
                     events::SUCCESSOR_FLOCK_TAKEN
@@ -665,28 +714,30 @@ fn draw_kill(
             } else {
                 *rng.pick(&triggers)
             };
-            let short = matches!(other, Phase::Hello | Phase::Ready | Phase::Commit);
+            let short = matches!(other, Stage::Hello | Stage::Ready | Stage::Commit);
             // Most phases last about a millisecond: often hold the handoff
             // in the chosen one, with a slow drain or seal (the fake peer's
             // own knobs) or a stall at a point inside the phase.
             let widen_chance = if short || between_begin_and_ready {
-                85
+                WIDEN_SHORT
             } else {
-                60
+                WIDEN
             };
             let mut widen = None;
             if budget > 1 && rng.chance(widen_chance) {
                 let slow = match other {
-                    Phase::Drain if options.fake_peer => Some(Misbehaviour::SlowDrain {
-                        ms: rng.range(30, 200),
+                    Stage::Drain if options.fake_peer => Some(Misbehaviour::SlowDrain {
+                        ms: rng.range(SLOW_MS.0, SLOW_MS.1),
                     }),
-                    Phase::Seal if options.fake_peer => Some(Misbehaviour::SlowSeal {
-                        ms: rng.range(30, 200),
+                    Stage::Seal if options.fake_peer => Some(Misbehaviour::SlowSeal {
+                        ms: rng.range(SLOW_MS.0, SLOW_MS.1),
                     }),
                     _ => None,
                 };
                 widen = match slow {
-                    Some(m) if rng.chance(50) && !misbehaves(faults, run, m) => {
+                    Some(m)
+                        if rng.chance(SLOW_RATHER_THAN_STALL) && !misbehaves(faults, run, m) =>
+                    {
                         Some(FaultKind::Misbehave(m))
                     }
                     // Hold the successor between Begin and Ready, so the
@@ -702,7 +753,7 @@ fn draw_kill(
                         };
                         (!armed_at(faults, run, point)).then(|| FaultKind::Stall {
                             point,
-                            ms: rng.range(20, 120),
+                            ms: rng.range(STALL_MS.0, STALL_MS.1),
                         })
                     }
                     _ => draw_stall(rng, run, other, victim, faults, options),
@@ -770,30 +821,30 @@ fn misbehaves(faults: &[Fault], run: usize, m: Misbehaviour) -> bool {
 /// alive: while the process at the point pauses, its peers wait for it and
 /// log nothing that moves the handoff on. (A supervisor that pauses after
 /// sending `SealRequest` does not hold the seal: the incumbent seals on.)
-fn stall_points(phase: Phase, victim: Role) -> &'static [&'static str] {
+fn stall_points(phase: Stage, victim: Party) -> &'static [&'static str] {
     use handoff::crash::points::*;
     match (phase, victim) {
-        (Phase::Idle, _) => &[],
-        (Phase::Hello, Role::Successor) => &[
+        (Stage::Idle, _) => &[],
+        (Stage::Hello, Party::Successor) => &[
             S_AFTER_SPAWN_SUCCESSOR,
             S_AFTER_N_HELLO,
             S_AFTER_JOURNAL_NEGOTIATING,
         ],
-        (Phase::Hello, _) => &[
+        (Stage::Hello, _) => &[
             S_AFTER_O_HELLO,
             S_AFTER_SPAWN_SUCCESSOR,
             S_AFTER_N_HELLO,
             S_AFTER_JOURNAL_NEGOTIATING,
         ],
-        (Phase::Drain, _) => &[
+        (Stage::Drain, _) => &[
             S_AFTER_PREPARE_SENT,
             O_AFTER_PREPARE_RECV,
             O_AFTER_DRAIN,
             S_AFTER_DRAINED_RECV,
             S_AFTER_JOURNAL_DRAINING,
         ],
-        (Phase::Seal, _) => &[O_AFTER_SEAL_REQUEST_RECV, O_AFTER_SEAL],
-        (Phase::Begin, _) => &[
+        (Stage::Seal, _) => &[O_AFTER_SEAL_REQUEST_RECV, O_AFTER_SEAL],
+        (Stage::Begin, _) => &[
             O_AFTER_FLOCK_RELEASED,
             S_AFTER_SEAL_COMPLETE_RECV,
             S_AFTER_JOURNAL_SEALING,
@@ -801,12 +852,12 @@ fn stall_points(phase: Phase, victim: Role) -> &'static [&'static str] {
             N_AFTER_FLOCK_TAKEN,
             N_AFTER_TEMP_BOUND,
         ],
-        (Phase::Ready, _) => &[S_AFTER_READY_RECV],
+        (Stage::Ready, _) => &[S_AFTER_READY_RECV],
         // The old incumbent exits as soon as it has Commit, unless it pauses.
-        (Phase::Commit, Role::Incumbent) => &[O_AFTER_COMMIT_RECV],
-        (Phase::Commit, _) => &[S_AFTER_COMMIT_SENT],
-        (Phase::Abort, _) => &[S_AFTER_ABORT_SENT, O_AFTER_SEAL_FAILED_SENT],
-        (Phase::Recover, _) => &[O_AFTER_FLOCK_REACQUIRED, N_AFTER_FLOCK_TAKEN],
+        (Stage::Commit, Party::Incumbent) => &[O_AFTER_COMMIT_RECV],
+        (Stage::Commit, _) => &[S_AFTER_COMMIT_SENT],
+        (Stage::Abort, _) => &[S_AFTER_ABORT_SENT, O_AFTER_SEAL_FAILED_SENT],
+        (Stage::Recover, _) => &[O_AFTER_FLOCK_REACQUIRED, N_AFTER_FLOCK_TAKEN],
     }
 }
 
@@ -815,7 +866,7 @@ fn stall_points(phase: Phase, victim: Role) -> &'static [&'static str] {
 /// restarts).
 fn hosted_in_incumbent(kind: &FaultKind) -> bool {
     match kind {
-        FaultKind::Misbehave(m) => m.host() == Role::Incumbent,
+        FaultKind::Misbehave(m) => m.host() == Party::Incumbent,
         FaultKind::Stall { point, .. } | FaultKind::Crash { point } => point.starts_with("o-"),
         FaultKind::Kill { .. } => false,
     }
@@ -824,8 +875,8 @@ fn hosted_in_incumbent(kind: &FaultKind) -> bool {
 fn draw_stall(
     rng: &mut Rng,
     run: usize,
-    phase: Phase,
-    victim: Role,
+    phase: Stage,
+    victim: Party,
     faults: &[Fault],
     options: DrawOptions,
 ) -> Option<FaultKind> {
@@ -922,7 +973,7 @@ fn draw_misbehaviour(
     let same_kind =
         |other: &Misbehaviour| std::mem::discriminant(other) == std::mem::discriminant(&m);
     let clash = faults.iter().any(|f| {
-        f.run == run && matches!(f.kind, FaultKind::Misbehave(o) if same_kind(&o) || (o.host() == Role::Successor && m.host() == Role::Successor))
+        f.run == run && matches!(f.kind, FaultKind::Misbehave(o) if same_kind(&o) || (o.host() == Party::Successor && m.host() == Party::Successor))
     });
     if clash {
         return None;
@@ -957,7 +1008,7 @@ mod tests {
                     when: KillWhen::After(t),
                     ..
                 } = f.kind
-                    && t.phase == Phase::Abort
+                    && t.phase == Stage::Abort
                 {
                     assert!(abort_cause(&s.faults, f.run).is_some(), "{s:?}");
                 }
@@ -986,7 +1037,7 @@ mod tests {
                 FaultKind::Kill { victim, when, .. } => {
                     victim == aim.0
                         && match when {
-                            KillWhen::Idle => aim.1 == Phase::Idle,
+                            KillWhen::Idle => aim.1 == Stage::Idle,
                             KillWhen::After(t) => t.phase == aim.1,
                         }
                 }

@@ -255,36 +255,6 @@ pub fn accepts_everywhere(fx: &Fixture, pid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Invariant 2 for any service: the incumbent is the only live process,
-/// answers `Hello` on the control socket with its pid, and accepts on every
-/// listener.
-pub fn check_one_incumbent(fx: &Fixture, pid: u32) -> Check {
-    let mut problems = Vec::new();
-    let live = fx.live();
-    if live.len() != 1 || live[0].pid != pid {
-        problems.push(format!(
-            "live processes should be the incumbent alone: {}",
-            fx.describe_state(&live)
-        ));
-    }
-    match invariants::hello_from(&fx.control_socket(), Duration::from_secs(3)) {
-        Ok((handoff::Side::Incumbent, p)) if p == pid => {}
-        Ok((role, p)) => problems.push(format!(
-            "the control socket answered Hello role {role:?} pid {p}; expected the incumbent, pid \
-             {pid}"
-        )),
-        Err(e) => problems.push(format!("no Hello on the control socket: {e}")),
-    }
-    if let Err(e) = accepts_everywhere(fx, pid) {
-        problems.push(e);
-    }
-    Check::from_problems(
-        "one-incumbent",
-        problems,
-        format!("pid {pid} answers Hello and accepts on every listener"),
-    )
-}
-
 /// Invariant 4 (FDs) for any service: every listener and the control
 /// socket held, the lock file held, and no stray: no socket the harness did
 /// not give it (an inherited socketpair end, another fixture's listener),

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::episode::{DataChecks, EpisodeResult, RunOutcome};
-use super::phase::{Phase, Role};
+use super::episode::{DataChecks, EpisodeResult};
 use super::schedule::{FaultKind, Misbehaviour};
+use super::stage::{Party, Stage};
+use crate::evidence::RunOutcome;
 
 /// Totals over the episodes of a run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -32,7 +33,7 @@ pub struct Summary {
     pub kills_not_sent: u64,
     /// Kills by role and measured phase.
     #[serde(serialize_with = "matrix_json")]
-    pub kill_matrix: BTreeMap<(Role, Phase), u64>,
+    pub kill_matrix: BTreeMap<(Party, Stage), u64>,
     /// Crash points armed (process × point).
     pub crash_points_armed: u64,
     /// Crash points that fired.
@@ -69,7 +70,7 @@ pub struct Summary {
 }
 
 fn matrix_json<S: serde::Serializer>(
-    m: &BTreeMap<(Role, Phase), u64>,
+    m: &BTreeMap<(Party, Stage), u64>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     let mut nested: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -321,14 +322,14 @@ impl Summary {
              — : the role has no process then):\n",
         );
         out.push_str(&format!("  {:<12}", ""));
-        for p in Phase::ALL {
+        for p in Stage::ALL {
             out.push_str(&format!("{:>8}", p.name()));
         }
         out.push_str(&format!("{:>8}\n", "total"));
-        for role in Role::ALL {
+        for role in Party::ALL {
             out.push_str(&format!("  {:<12}", role.name()));
             let mut total = 0;
-            for phase in Phase::ALL {
+            for phase in Stage::ALL {
                 let v = self.kill_matrix.get(&(role, phase)).copied().unwrap_or(0);
                 total += v;
                 // A supervisor or successor killed just after its handoff
@@ -347,8 +348,8 @@ impl Summary {
     /// Cells of the matrix (possible ones) that got no kill.
     pub fn empty_cells(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for role in Role::ALL {
-            for phase in Phase::ALL {
+        for role in Party::ALL {
+            for phase in Stage::ALL {
                 if role.can_be_in(phase) && !self.kill_matrix.contains_key(&(role, phase)) {
                     out.push(format!("{}×{}", role.name(), phase.name()));
                 }
@@ -395,7 +396,7 @@ mod tests {
     #[test]
     fn the_matrix_marks_impossible_cells() {
         let mut s = Summary::default();
-        s.kill_matrix.insert((Role::Incumbent, Phase::Idle), 2);
+        s.kill_matrix.insert((Party::Incumbent, Stage::Idle), 2);
         let m = s.matrix();
         assert!(m.contains("incumbent"));
         assert!(m.lines().nth(2).unwrap().contains('—'), "{m}");

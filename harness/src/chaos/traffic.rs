@@ -28,7 +28,7 @@
 //! Both pace themselves (a few milliseconds between requests) and stop when
 //! told; every blocking call is bounded.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use handoff::util::monotonic_ns;
 
-use crate::client::Acked;
+use crate::client::{Acked, ConnOptions, LineConn, Patience, Reply};
 
 /// Bound on one blocking connect or read before the stop flag is checked.
 const STEP: Duration = Duration::from_millis(100);
@@ -264,41 +264,18 @@ impl Drop for Traffic {
     }
 }
 
+/// A reader's connection and the process that answered its `PING`.
 struct Conn {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    line: LineConn,
     holder: Option<u32>,
-    connected_ns: u64,
 }
 
-enum Reply {
-    Line(String),
-    Gone(String),
-    Stalled,
-    Stopped,
-}
-
-fn read_line(conn: &mut Conn, stop: &AtomicBool) -> Reply {
-    let started = monotonic_ns();
-    let mut line = String::new();
-    loop {
-        match conn.reader.read_line(&mut line) {
-            Ok(0) => return Reply::Gone("end of stream".into()),
-            Ok(_) if line.ends_with('\n') => return Reply::Line(line.trim_end().to_string()),
-            Ok(_) => return Reply::Gone("end of stream mid-line".into()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                // Nobody serves right now (a handoff or a restart): the
-                // request waits in the accept queue or the socket.
-                if stop.load(Ordering::SeqCst) {
-                    return Reply::Stopped;
-                }
-                if monotonic_ns().saturating_sub(started) > STALL_BOUND.as_nanos() as u64 {
-                    return Reply::Stalled;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Reply::Gone(e.to_string()),
-        }
+impl Conn {
+    fn read(&mut self, stop: &AtomicBool) -> Reply {
+        self.line.read_reply(Patience::Until {
+            stop,
+            stall: Some(STALL_BOUND),
+        })
     }
 }
 
@@ -345,7 +322,7 @@ fn record(
         list.push(FailedRequest {
             request,
             holder: conn.and_then(|c| c.holder),
-            connected_ns: conn.map_or(0, |c| c.connected_ns),
+            connected_ns: conn.map_or(0, |c| c.line.connected_ns),
             failed_ns: monotonic_ns(),
             failure,
         });
@@ -395,8 +372,8 @@ impl Reader<'_> {
     /// Connect and learn who holds the connection (`PING`).
     fn connect(&mut self) -> Result<Conn, NoConn> {
         self.report.attempts += 1;
-        let stream = match TcpStream::connect_timeout(&self.addr, STEP) {
-            Ok(s) => s,
+        let line = match LineConn::connect(self.addr, ConnOptions::stepped(STEP)) {
+            Ok(l) => l,
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 self.fail("connect".into(), None, Failure::Refused);
                 return Err(NoConn::Later);
@@ -404,18 +381,11 @@ impl Reader<'_> {
             // The accept queue is full or slow: try again.
             Err(_) => return Err(NoConn::Later),
         };
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(STEP));
-        let mut conn = Conn {
-            reader: BufReader::new(stream.try_clone().map_err(|_| NoConn::Later)?),
-            writer: stream,
-            holder: None,
-            connected_ns: monotonic_ns(),
-        };
-        if let Err(e) = conn.writer.write_all(b"PING\n") {
+        let mut conn = Conn { line, holder: None };
+        if let Err(e) = conn.line.send("PING") {
             return Err(NoConn::Closed(conn, e.to_string()));
         }
-        match read_line(&mut conn, self.stop) {
+        match conn.read(self.stop) {
             Reply::Line(l) => match l.strip_prefix("PONG ").and_then(|p| p.parse().ok()) {
                 Some(pid) => {
                     conn.holder = Some(pid);
@@ -426,7 +396,7 @@ impl Reader<'_> {
                     Err(NoConn::Later)
                 }
             },
-            Reply::Gone(why) => Err(NoConn::Closed(conn, why)),
+            Reply::Gone(e) => Err(NoConn::Closed(conn, e.to_string())),
             Reply::Stalled => {
                 self.fail("PING".into(), Some(&conn), Failure::Stalled);
                 Err(NoConn::Later)
@@ -443,8 +413,8 @@ impl Reader<'_> {
 /// (`fake_peers::store::PutError::Sealed`): retry on a new connection.
 const SEALED_REPLY: &str = "ERR sealed for handoff";
 
-fn closed_while_idle(stream: &TcpStream) -> Option<String> {
-    match crate::client::idle_state(stream) {
+fn closed_while_idle(state: crate::client::IdleState) -> Option<String> {
+    match state {
         crate::client::IdleState::Open => None,
         crate::client::IdleState::Ended => Some("end of stream while idle".into()),
         crate::client::IdleState::Failed(e) => Some(format!("{e} while idle")),
@@ -487,7 +457,10 @@ fn read_loop(
         let line = op.line();
         // A pooled connection the server closed since its last reply is
         // replaced before a request is written on it.
-        if let Some(why) = conn.as_ref().and_then(|c| closed_while_idle(&c.writer)) {
+        if let Some(why) = conn
+            .as_ref()
+            .and_then(|c| closed_while_idle(c.line.idle_state()))
+        {
             let c = conn.take();
             r.retried(format!("(idle, before {line})"), c.as_ref(), why);
         }
@@ -507,13 +480,13 @@ fn read_loop(
         }
         let Some(c) = conn.as_mut() else { continue };
         r.report.attempts += 1;
-        if let Err(e) = c.writer.write_all(format!("{line}\n").as_bytes()) {
+        if let Err(e) = c.line.send(&line) {
             let c = conn.take();
             started_ns = r.closed(line, c.as_ref(), e.to_string(), started_ns);
             pending = Some((op, started_ns));
             continue;
         }
-        match read_line(c, stop) {
+        match c.read(stop) {
             Reply::Line(reply) => match &op {
                 Op::Put { key, value } => {
                     match reply.strip_prefix("OK ").and_then(|s| s.parse().ok()) {
@@ -565,9 +538,9 @@ fn read_loop(
                     }
                 }
             },
-            Reply::Gone(why) => {
+            Reply::Gone(e) => {
                 let c = conn.take();
-                started_ns = r.closed(line, c.as_ref(), why, started_ns);
+                started_ns = r.closed(line, c.as_ref(), e.to_string(), started_ns);
                 pending = Some((op, started_ns));
                 // At once, on a fresh connection.
                 continue;
@@ -602,6 +575,7 @@ fn probe_loop(addr: SocketAddr, stop: &AtomicBool) -> ProberReport {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
     use std::net::{Shutdown, TcpListener};
     use std::os::fd::AsFd;
     use std::sync::mpsc;
@@ -676,17 +650,17 @@ mod tests {
     fn the_peek_tells_an_open_connection_from_a_closed_one() {
         // Open and quiet: reusable.
         let (client, server) = pair();
-        assert_eq!(closed_while_idle(&client), None);
+        assert_eq!(closed_while_idle(crate::client::idle_state(&client)), None);
         // Bytes nobody asked for are left to the next reply read.
         (&server).write_all(b"PONG 1\n").unwrap();
         wait_readable(&client);
-        assert_eq!(closed_while_idle(&client), None);
+        assert_eq!(closed_while_idle(crate::client::idle_state(&client)), None);
         // End of stream (what a drain sends), after the bytes.
         let (client, server) = pair();
         server.shutdown(Shutdown::Write).unwrap();
         wait_readable(&client);
         assert_eq!(
-            closed_while_idle(&client).as_deref(),
+            closed_while_idle(crate::client::idle_state(&client)).as_deref(),
             Some("end of stream while idle")
         );
         // A reset.
@@ -702,7 +676,7 @@ mod tests {
         .unwrap();
         drop(server);
         wait_readable(&client);
-        let why = closed_while_idle(&client).expect("a reset is seen");
+        let why = closed_while_idle(crate::client::idle_state(&client)).expect("a reset is seen");
         assert!(why.contains("reset"), "{why}");
     }
 

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ use handoff::util::monotonic_ns;
 use serde::{Deserialize, Serialize};
 
 use super::{LoadConfig, LoadShared, Trouble, TroubleCounts, acked_file, classify};
+use crate::client::{ConnOptions, IdleState, LineConn, Patience, Reply};
 
 /// The variable that makes this binary the clients process.
 pub const CLIENTS_ENV: &str = "HARNESS_BENCH_CLIENTS";
@@ -211,28 +212,22 @@ pub(super) fn read_reports(stdout: impl Read, shared: &LoadShared) -> io::Result
     ))
 }
 
-struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
 struct Client {
     id: usize,
     addr: SocketAddr,
     config: LoadConfig,
     stop: Arc<AtomicBool>,
-    conn: Option<Connection>,
+    conn: Option<LineConn>,
     counters: Counters,
     acked: BufWriter<File>,
     requests: BufWriter<File>,
     /// Per key: the counter of the last acknowledged value, and whether a
     /// later `PUT` failed (its value is then unknown).
     last_value: Vec<(Option<u64>, bool)>,
-    line: Vec<u8>,
 }
 
-/// Outcome of one request.
-enum Outcome {
+/// What one request got.
+enum Answer {
     Ok(String),
     Failed(Trouble),
 }
@@ -262,7 +257,6 @@ impl Client {
             acked,
             requests,
             last_value: vec![(None, false); keys],
-            line: Vec::with_capacity(256),
             config,
         })
     }
@@ -288,24 +282,24 @@ impl Client {
             let key = (i % keys) as usize;
             let is_put = (i * 37 % 100) < u64::from(self.config.put_percent);
             let request = if is_put {
-                format!("PUT c{}k{key} v{}x{i}\n", self.id, self.id)
+                format!("PUT c{}k{key} v{}x{i}", self.id, self.id)
             } else {
-                format!("GET c{}k{key}\n", self.id)
+                format!("GET c{}k{key}", self.id)
             };
             let start_ns = monotonic_ns();
-            let (outcome, attempts) = self.request(request.as_bytes(), start_ns);
+            let (outcome, attempts) = self.request(&request, start_ns);
             let end_ns = monotonic_ns();
             if attempts > 1 {
                 self.counters.retried_requests += 1;
             }
             self.counters.max_attempts = self.counters.max_attempts.max(attempts);
             let failed = match outcome {
-                Outcome::Ok(reply) => {
+                Answer::Ok(reply) => {
                     self.check_reply(key, i, is_put, &reply)?;
                     progressed(self.id, start_ns)?;
                     None
                 }
-                Outcome::Failed(trouble) => {
+                Answer::Failed(trouble) => {
                     if is_put {
                         self.last_value[key].1 = true;
                     }
@@ -364,19 +358,19 @@ impl Client {
 
     /// Send `request` and read its reply line, reconnecting and retrying
     /// until `request_deadline` after `start_ns`.
-    fn request(&mut self, request: &[u8], start_ns: u64) -> (Outcome, u64) {
+    fn request(&mut self, request: &str, start_ns: u64) -> (Answer, u64) {
         let deadline_ns = start_ns + self.config.request_deadline.as_nanos() as u64;
         let mut attempts = 0;
         let mut last = Trouble::TimedOut;
         loop {
             if attempts > 0 && monotonic_ns() >= deadline_ns {
-                return (Outcome::Failed(last), attempts);
+                return (Answer::Failed(last), attempts);
             }
             attempts += 1;
             // A pooled connection the server has closed since its last reply
             // is seen here, before a request is written on it.
             if let Some(conn) = &self.conn
-                && let Some(trouble) = closed_while_idle(&conn.writer)
+                && let Some(trouble) = closed_while_idle(conn.idle_state())
             {
                 self.counters.troubles_seen.count(trouble);
                 self.conn = None;
@@ -396,26 +390,23 @@ impl Client {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
-            self.line.clear();
-            let exchanged = conn
-                .writer
-                .write_all(request)
-                .and_then(|()| conn.reader.read_until(b'\n', &mut self.line));
-            let trouble = match exchanged {
-                Ok(_) if self.line.last() == Some(&b'\n') => {
-                    let reply = String::from_utf8_lossy(&self.line).into_owned();
+            let reply = match conn.send(request) {
+                Ok(()) => conn.read_reply(Patience::None),
+                Err(e) => Reply::Gone(e),
+            };
+            let trouble = match reply {
+                Reply::Line(reply) => {
                     if reply.starts_with("ERR sealed") {
                         Trouble::Sealed
                     } else if reply.starts_with("ERR") {
                         self.counters.bad_replies += 1;
-                        return (Outcome::Failed(Trouble::Other), attempts);
+                        return (Answer::Failed(Trouble::Other), attempts);
                     } else {
-                        return (Outcome::Ok(reply), attempts);
+                        return (Answer::Ok(reply), attempts);
                     }
                 }
-                // End of stream, possibly mid-line.
-                Ok(_) => Trouble::Eof,
-                Err(e) => classify(&e),
+                Reply::Gone(e) => classify(&e),
+                Reply::Stalled | Reply::Stopped => Trouble::TimedOut,
             };
             last = trouble;
             self.counters.troubles_seen.count(trouble);
@@ -423,26 +414,26 @@ impl Client {
         }
     }
 
-    fn connect(&self) -> io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&self.addr, self.config.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.config.read_timeout))?;
-        stream.set_write_timeout(Some(self.config.read_timeout))?;
-        Ok(Connection {
-            reader: BufReader::with_capacity(4096, stream.try_clone()?),
-            writer: stream,
-        })
+    fn connect(&self) -> io::Result<LineConn> {
+        LineConn::connect(
+            self.addr,
+            ConnOptions {
+                connect_timeout: self.config.connect_timeout,
+                io_timeout: self.config.read_timeout,
+                bound_writes: true,
+            },
+        )
     }
 }
 
 /// What an idle connection (no request outstanding) has to say: nothing
 /// (`None`, reusable), end of stream (closed cleanly) or a reset. Never
 /// blocks.
-fn closed_while_idle(stream: &TcpStream) -> Option<Trouble> {
-    match crate::client::idle_state(stream) {
-        crate::client::IdleState::Open => None,
-        crate::client::IdleState::Ended => Some(Trouble::ClosedIdle),
-        crate::client::IdleState::Failed(e) => Some(classify(&e)),
+fn closed_while_idle(state: IdleState) -> Option<Trouble> {
+    match state {
+        IdleState::Open => None,
+        IdleState::Ended => Some(Trouble::ClosedIdle),
+        IdleState::Failed(e) => Some(classify(&e)),
     }
 }
 

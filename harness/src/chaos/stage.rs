@@ -1,10 +1,13 @@
-//! Protocol phases, as the event stream shows them (pure).
+//! The stages of a handoff, as the event stream shows them (pure), and the
+//! three parties of a run. A [`Stage`] is where the protocol stands, seen
+//! from outside; the journal's `handoff::Phase` is what the supervisor
+//! recorded, and the two differ.
 //!
-//! A kill is reported in the phase the handoff was *in* when the signal was
-//! sent: the phase entered by the last progress event any process of that
+//! A kill is reported in the stage the handoff was *in* when the signal was
+//! sent: the stage entered by the last progress event any process of that
 //! supervisor run (its supervisor, incumbent, successor) had logged by then.
 //! Kills are triggered by events too ([`TRIGGERS`]), but a trigger names
-//! the intent; the phase measured at the kill is what the summary counts.
+//! the intent; the stage measured at the kill is what the summary counts.
 
 use handoff::events;
 use serde::Serialize;
@@ -14,7 +17,7 @@ use crate::eventlog::Event;
 /// Where a handoff stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub enum Stage {
     /// No handoff in progress: the incumbent serves alone.
     Idle,
     /// The supervisor started, connects, exchanges `Hello`s, spawns the
@@ -39,40 +42,41 @@ pub enum Phase {
     Recover,
 }
 
-impl Phase {
+impl Stage {
     /// Every phase, in protocol order.
-    pub const ALL: [Phase; 9] = [
-        Phase::Idle,
-        Phase::Hello,
-        Phase::Drain,
-        Phase::Seal,
-        Phase::Begin,
-        Phase::Ready,
-        Phase::Commit,
-        Phase::Abort,
-        Phase::Recover,
+    pub const ALL: [Stage; 9] = [
+        Stage::Idle,
+        Stage::Hello,
+        Stage::Drain,
+        Stage::Seal,
+        Stage::Begin,
+        Stage::Ready,
+        Stage::Commit,
+        Stage::Abort,
+        Stage::Recover,
     ];
 
     /// Its name in tables.
     pub fn name(self) -> &'static str {
         match self {
-            Phase::Idle => "idle",
-            Phase::Hello => "hello",
-            Phase::Drain => "drain",
-            Phase::Seal => "seal",
-            Phase::Begin => "begin",
-            Phase::Ready => "ready",
-            Phase::Commit => "commit",
-            Phase::Abort => "abort",
-            Phase::Recover => "recover",
+            Stage::Idle => "idle",
+            Stage::Hello => "hello",
+            Stage::Drain => "drain",
+            Stage::Seal => "seal",
+            Stage::Begin => "begin",
+            Stage::Ready => "ready",
+            Stage::Commit => "commit",
+            Stage::Abort => "abort",
+            Stage::Recover => "recover",
         }
     }
 }
 
-/// The three roles of a handoff.
+/// The three parties of a supervisor run (not the library's `Role`, which
+/// is how a service process was started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum Party {
     /// S: the run's `handoff-supervisor`.
     Supervisor,
     /// O: the process serving when the run started.
@@ -81,45 +85,45 @@ pub enum Role {
     Successor,
 }
 
-impl Role {
+impl Party {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Supervisor, Role::Incumbent, Role::Successor];
+    pub const ALL: [Party; 3] = [Party::Supervisor, Party::Incumbent, Party::Successor];
 
     /// `S`, `O` or `N`.
     pub fn letter(self) -> &'static str {
         match self {
-            Role::Supervisor => "S",
-            Role::Incumbent => "O",
-            Role::Successor => "N",
+            Party::Supervisor => "S",
+            Party::Incumbent => "O",
+            Party::Successor => "N",
         }
     }
 
     /// `supervisor`, `incumbent`, `successor`.
     pub fn name(self) -> &'static str {
         match self {
-            Role::Supervisor => "supervisor",
-            Role::Incumbent => "incumbent",
-            Role::Successor => "successor",
+            Party::Supervisor => "supervisor",
+            Party::Incumbent => "incumbent",
+            Party::Successor => "successor",
         }
     }
 
     /// Whether a process of this role exists in `phase` (the matrix leaves
     /// the other cells out: no supervisor or successor exists while idle).
-    pub fn can_be_in(self, phase: Phase) -> bool {
-        !(phase == Phase::Idle && self != Role::Incumbent)
+    pub fn can_be_in(self, phase: Stage) -> bool {
+        !(phase == Stage::Idle && self != Party::Incumbent)
     }
 }
 
 /// The phase an event enters, if it moves the handoff on.
-pub fn phase_entered(ev: &Event) -> Option<Phase> {
+pub fn stage_entered(ev: &Event) -> Option<Stage> {
     let name = ev.name.as_str();
     if name == events::JOURNAL {
         return match ev.str_field("phase")? {
-            "Negotiating" => Some(Phase::Hello),
-            "Draining" => Some(Phase::Drain),
-            "Sealing" | "AwaitingReady" => Some(Phase::Begin),
-            "Committed" => Some(Phase::Commit),
-            "ResumingAfterAbort" => Some(Phase::Abort),
+            "Negotiating" => Some(Stage::Hello),
+            "Draining" => Some(Stage::Drain),
+            "Sealing" | "AwaitingReady" => Some(Stage::Begin),
+            "Committed" => Some(Stage::Commit),
+            "ResumingAfterAbort" => Some(Stage::Abort),
             _ => None,
         };
     }
@@ -129,34 +133,34 @@ pub fn phase_entered(ev: &Event) -> Option<Phase> {
             || n == events::INCUMBENT_SESSION
             || n == events::SUCCESSOR_HELLO =>
         {
-            Phase::Hello
+            Stage::Hello
         }
         n if n == events::PREPARE
             || n == events::DRAINED
             || n == events::INCUMBENT_DRAIN
             || n == events::INCUMBENT_DRAINED =>
         {
-            Phase::Drain
+            Stage::Drain
         }
-        n if n == events::SEAL || n == events::INCUMBENT_SEAL => Phase::Seal,
+        n if n == events::SEAL || n == events::INCUMBENT_SEAL => Stage::Seal,
         n if n == events::SEAL_COMPLETE
             || n == events::INCUMBENT_FLOCK_RELEASED
             || n == events::INCUMBENT_SEAL_COMPLETE
             || n == events::SUCCESSOR_BEGIN
             || n == events::SUCCESSOR_FLOCK_TAKEN =>
         {
-            Phase::Begin
+            Stage::Begin
         }
         n if n == events::READY || n == events::SUCCESSOR_READY || n == events::SUCCESSOR_BOUND => {
-            Phase::Ready
+            Stage::Ready
         }
-        n if n == events::COMMIT || n == events::INCUMBENT_COMMIT => Phase::Commit,
+        n if n == events::COMMIT || n == events::INCUMBENT_COMMIT => Stage::Commit,
         n if n == events::ABORT
             || n == events::RESUME
             || n == events::INCUMBENT_SEAL_FAILED
             || n == events::SUCCESSOR_ABORTED =>
         {
-            Phase::Abort
+            Stage::Abort
         }
         n if n == events::RECOVER
             || n == events::INCUMBENT_SUPERVISOR_LOST
@@ -164,14 +168,14 @@ pub fn phase_entered(ev: &Event) -> Option<Phase> {
             || n == events::SUCCESSOR_SUPERVISOR_LOST
             || n == events::INCUMBENT_FLOCK_REACQUIRED =>
         {
-            Phase::Recover
+            Stage::Recover
         }
         n if n == events::OUTCOME
             || n == events::INCUMBENT_RESUME
             || n == events::INCUMBENT_SUPERSEDED
             || n == events::INCUMBENT_BOUND =>
         {
-            Phase::Idle
+            Stage::Idle
         }
         _ => return None,
     };
@@ -185,15 +189,15 @@ pub fn phase_entered(ev: &Event) -> Option<Phase> {
 /// concurrently, and the successor's `successor.bound` may be written after
 /// the supervisor's `commit`. `Hello` when the supervisor has started but
 /// nothing moved yet.
-pub fn phase_at<'a>(events: impl IntoIterator<Item = &'a Event>, at_ns: u64) -> Phase {
-    let mut progress: Vec<(u64, Phase)> = events
+pub fn stage_at<'a>(events: impl IntoIterator<Item = &'a Event>, at_ns: u64) -> Stage {
+    let mut progress: Vec<(u64, Stage)> = events
         .into_iter()
         .filter(|e| e.mono_ns <= at_ns)
-        .filter_map(|e| phase_entered(e).map(|p| (e.mono_ns, p)))
+        .filter_map(|e| stage_entered(e).map(|p| (e.mono_ns, p)))
         .collect();
     progress.sort_by_key(|(t, _)| *t);
-    let forward = |p: Phase| (Phase::Hello..=Phase::Commit).contains(&p);
-    progress.into_iter().fold(Phase::Hello, |current, (_, p)| {
+    let forward = |p: Stage| (Stage::Hello..=Stage::Commit).contains(&p);
+    progress.into_iter().fold(Stage::Hello, |current, (_, p)| {
         if forward(current) && forward(p) {
             current.max(p)
         } else {
@@ -207,14 +211,14 @@ pub fn phase_at<'a>(events: impl IntoIterator<Item = &'a Event>, at_ns: u64) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TriggerEvent {
     /// The phase this event opens (or marks).
-    pub phase: Phase,
+    pub phase: Stage,
     /// Whose log it is in.
-    pub logged_by: Role,
+    pub logged_by: Party,
     /// The event name.
     pub event: &'static str,
 }
 
-const fn t(phase: Phase, logged_by: Role, event: &'static str) -> TriggerEvent {
+const fn t(phase: Stage, logged_by: Party, event: &'static str) -> TriggerEvent {
     TriggerEvent {
         phase,
         logged_by,
@@ -225,51 +229,55 @@ const fn t(phase: Phase, logged_by: Role, event: &'static str) -> TriggerEvent {
 /// Every event a kill may wait for. (The idle phase has no trigger event:
 /// an idle kill happens before the run's supervisor starts.)
 pub const TRIGGERS: &[TriggerEvent] = &[
-    t(Phase::Hello, Role::Supervisor, events::HELLO),
-    t(Phase::Hello, Role::Supervisor, events::SPAWN),
-    t(Phase::Hello, Role::Incumbent, events::INCUMBENT_SESSION),
-    t(Phase::Hello, Role::Successor, events::SUCCESSOR_HELLO),
-    t(Phase::Drain, Role::Supervisor, events::PREPARE),
-    t(Phase::Drain, Role::Incumbent, events::INCUMBENT_DRAIN),
-    t(Phase::Drain, Role::Incumbent, events::INCUMBENT_DRAINED),
-    t(Phase::Drain, Role::Supervisor, events::DRAINED),
-    t(Phase::Seal, Role::Supervisor, events::SEAL),
-    t(Phase::Seal, Role::Incumbent, events::INCUMBENT_SEAL),
+    t(Stage::Hello, Party::Supervisor, events::HELLO),
+    t(Stage::Hello, Party::Supervisor, events::SPAWN),
+    t(Stage::Hello, Party::Incumbent, events::INCUMBENT_SESSION),
+    t(Stage::Hello, Party::Successor, events::SUCCESSOR_HELLO),
+    t(Stage::Drain, Party::Supervisor, events::PREPARE),
+    t(Stage::Drain, Party::Incumbent, events::INCUMBENT_DRAIN),
+    t(Stage::Drain, Party::Incumbent, events::INCUMBENT_DRAINED),
+    t(Stage::Drain, Party::Supervisor, events::DRAINED),
+    t(Stage::Seal, Party::Supervisor, events::SEAL),
+    t(Stage::Seal, Party::Incumbent, events::INCUMBENT_SEAL),
     t(
-        Phase::Begin,
-        Role::Incumbent,
+        Stage::Begin,
+        Party::Incumbent,
         events::INCUMBENT_FLOCK_RELEASED,
     ),
     t(
-        Phase::Begin,
-        Role::Incumbent,
+        Stage::Begin,
+        Party::Incumbent,
         events::INCUMBENT_SEAL_COMPLETE,
     ),
-    t(Phase::Begin, Role::Supervisor, events::SEAL_COMPLETE),
-    t(Phase::Begin, Role::Successor, events::SUCCESSOR_BEGIN),
-    t(Phase::Begin, Role::Successor, events::SUCCESSOR_FLOCK_TAKEN),
-    t(Phase::Ready, Role::Successor, events::SUCCESSOR_READY),
-    t(Phase::Ready, Role::Supervisor, events::READY),
-    t(Phase::Ready, Role::Successor, events::SUCCESSOR_BOUND),
-    t(Phase::Commit, Role::Supervisor, events::COMMIT),
-    t(Phase::Commit, Role::Incumbent, events::INCUMBENT_COMMIT),
-    t(Phase::Abort, Role::Supervisor, events::ABORT),
-    t(Phase::Abort, Role::Supervisor, events::RESUME),
-    t(Phase::Recover, Role::Supervisor, events::RECOVER),
+    t(Stage::Begin, Party::Supervisor, events::SEAL_COMPLETE),
+    t(Stage::Begin, Party::Successor, events::SUCCESSOR_BEGIN),
     t(
-        Phase::Recover,
-        Role::Incumbent,
+        Stage::Begin,
+        Party::Successor,
+        events::SUCCESSOR_FLOCK_TAKEN,
+    ),
+    t(Stage::Ready, Party::Successor, events::SUCCESSOR_READY),
+    t(Stage::Ready, Party::Supervisor, events::READY),
+    t(Stage::Ready, Party::Successor, events::SUCCESSOR_BOUND),
+    t(Stage::Commit, Party::Supervisor, events::COMMIT),
+    t(Stage::Commit, Party::Incumbent, events::INCUMBENT_COMMIT),
+    t(Stage::Abort, Party::Supervisor, events::ABORT),
+    t(Stage::Abort, Party::Supervisor, events::RESUME),
+    t(Stage::Recover, Party::Supervisor, events::RECOVER),
+    t(
+        Stage::Recover,
+        Party::Incumbent,
         events::INCUMBENT_SUPERVISOR_LOST,
     ),
     t(
-        Phase::Recover,
-        Role::Incumbent,
+        Stage::Recover,
+        Party::Incumbent,
         events::INCUMBENT_FLOCK_REACQUIRED,
     ),
 ];
 
 /// The triggers of `phase`.
-pub fn triggers_of(phase: Phase) -> Vec<&'static TriggerEvent> {
+pub fn triggers_of(phase: Stage) -> Vec<&'static TriggerEvent> {
     TRIGGERS.iter().filter(|t| t.phase == phase).collect()
 }
 
@@ -305,14 +313,14 @@ mod tests {
             ev(70, events::COMMIT, ""),
             ev(80, events::OUTCOME, ""),
         ];
-        assert_eq!(phase_at(&log, 5), Phase::Hello);
-        assert_eq!(phase_at(&log, 25), Phase::Hello);
-        assert_eq!(phase_at(&log, 35), Phase::Drain);
-        assert_eq!(phase_at(&log, 47), Phase::Seal);
-        assert_eq!(phase_at(&log, 55), Phase::Begin);
-        assert_eq!(phase_at(&log, 65), Phase::Ready);
-        assert_eq!(phase_at(&log, 75), Phase::Commit);
-        assert_eq!(phase_at(&log, 99), Phase::Idle);
+        assert_eq!(stage_at(&log, 5), Stage::Hello);
+        assert_eq!(stage_at(&log, 25), Stage::Hello);
+        assert_eq!(stage_at(&log, 35), Stage::Drain);
+        assert_eq!(stage_at(&log, 47), Stage::Seal);
+        assert_eq!(stage_at(&log, 55), Stage::Begin);
+        assert_eq!(stage_at(&log, 65), Stage::Ready);
+        assert_eq!(stage_at(&log, 75), Stage::Commit);
+        assert_eq!(stage_at(&log, 99), Stage::Idle);
     }
 
     #[test]
@@ -323,36 +331,36 @@ mod tests {
             ev(30, events::OUTCOME, ""),
             ev(40, events::HELLO, ""),
         ];
-        assert_eq!(phase_at(&log, 25), Phase::Commit);
-        assert_eq!(phase_at(&log, 35), Phase::Idle);
-        assert_eq!(phase_at(&log, 45), Phase::Hello);
+        assert_eq!(stage_at(&log, 25), Stage::Commit);
+        assert_eq!(stage_at(&log, 35), Stage::Idle);
+        assert_eq!(stage_at(&log, 45), Stage::Hello);
     }
 
     #[test]
     fn journal_phases_map_to_protocol_phases() {
         assert_eq!(
-            phase_entered(&ev(1, events::JOURNAL, r#","phase":"AwaitingReady""#)),
-            Some(Phase::Begin)
+            stage_entered(&ev(1, events::JOURNAL, r#","phase":"AwaitingReady""#)),
+            Some(Stage::Begin)
         );
         assert_eq!(
-            phase_entered(&ev(1, events::JOURNAL, r#","phase":"cleared""#)),
+            stage_entered(&ev(1, events::JOURNAL, r#","phase":"cleared""#)),
             None
         );
     }
 
     #[test]
     fn every_phase_but_idle_has_triggers_and_every_trigger_enters_its_phase() {
-        for phase in Phase::ALL {
+        for phase in Stage::ALL {
             assert_eq!(
                 triggers_of(phase).is_empty(),
-                phase == Phase::Idle,
+                phase == Stage::Idle,
                 "{phase:?}"
             );
         }
         for tr in TRIGGERS {
             // Journal-free triggers enter the phase they are filed under.
             assert_eq!(
-                phase_entered(&ev(1, tr.event, "")),
+                stage_entered(&ev(1, tr.event, "")),
                 Some(tr.phase),
                 "{}",
                 tr.event
