@@ -154,7 +154,11 @@ mod tests {
         for op in [FaultOp::Write, FaultOp::Fsync, FaultOp::Rename] {
             assert!(drawn.iter().any(|f| f.op == op), "{op:?}");
         }
-        for effect in [FaultEffect::Eio, FaultEffect::Enospc, FaultEffect::Stall(stall)] {
+        for effect in [
+            FaultEffect::Eio,
+            FaultEffect::Enospc,
+            FaultEffect::Stall(stall),
+        ] {
             assert!(drawn.iter().any(|f| f.effect == effect), "{effect:?}");
         }
         assert!(drawn.iter().all(|f| f.skip <= 10));

@@ -25,9 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::Counters;
@@ -338,7 +337,10 @@ impl Inner {
         let file = match fh.and_then(|fh| self.handles.get(&fh)) {
             Some(handle) => &handle.file,
             None => {
-                opened = OpenOptions::new().write(true).read(true).open(self.abs(rel))?;
+                opened = OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .open(self.abs(rel))?;
                 &opened
             }
         };
@@ -647,7 +649,9 @@ impl Filesystem for PowerFsFilesystem {
                 }
                 return Err(e.into());
             }
-            inner.paths.retain(|_, path| replaced_dir_mode.is_none() || !path.starts_with(&to));
+            inner
+                .paths
+                .retain(|_, path| replaced_dir_mode.is_none() || !path.starts_with(&to));
             inner.moved(&from, &to);
             inner.record_entry(EntryOp::Renamed {
                 from_dir: parent.0,
@@ -737,7 +741,10 @@ impl Filesystem for PowerFsFilesystem {
         let mut buf = vec![0; size as usize];
         let mut filled = 0;
         while filled < buf.len() {
-            match handle.file.read_at(&mut buf[filled..], offset + filled as u64) {
+            match handle
+                .file
+                .read_at(&mut buf[filled..], offset + filled as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

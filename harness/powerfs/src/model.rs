@@ -421,7 +421,11 @@ impl Model {
     /// Everything is durable now (the set-up is done, or a crash was
     /// applied). Returns the graveyard slots to empty.
     pub fn make_durable(&mut self) -> Vec<u64> {
-        let graves = self.ops.values().filter_map(|(op, _)| op.graves()).collect();
+        let graves = self
+            .ops
+            .values()
+            .filter_map(|(op, _)| op.graves())
+            .collect();
         *self = Self {
             next_seq: self.next_seq,
             ..Self::default()
@@ -432,7 +436,11 @@ impl Model {
     /// The crash state that drops everything not durable.
     pub fn drop_everything(&self) -> CrashState {
         let cuts = self.dirs.keys().map(|dir| (*dir, 0)).collect();
-        let fates = self.files.keys().map(|ino| (*ino, FileFate::Synced)).collect();
+        let fates = self
+            .files
+            .keys()
+            .map(|ino| (*ino, FileFate::Synced))
+            .collect();
         self.state(None, cuts, fates)
     }
 
