@@ -82,6 +82,10 @@ fn main() {
             a_seal_makes_records_a_dead_writer_left_unsynced_durable,
         ),
         trial(
+            "a_flock_and_a_unix_socket_work_through_the_mount",
+            a_flock_and_a_unix_socket_work_through_the_mount,
+        ),
+        trial(
             "injected_faults_fail_or_stall_the_chosen_operation_once",
             injected_faults_fail_or_stall_the_chosen_operation_once,
         ),
@@ -364,6 +368,33 @@ fn a_log_whose_creator_died_before_the_directory_fsync_keeps_the_next_writers_pu
         acked.lines().count(),
         store.describe()
     );
+    Ok(())
+}
+
+/// The roles lock the data dir with flock and talk over Unix sockets; both
+/// work on the mount (the kernel keeps the locks and the socket bindings).
+fn a_flock_and_a_unix_socket_work_through_the_mount() -> Result<(), Failed> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::Read;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let m = mount();
+    let lock_path = m.root.join("handoff.lock");
+    let held = Flock::lock(File::create(&lock_path)?, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)?;
+    let second = Flock::lock(File::open(&lock_path)?, FlockArg::LockExclusiveNonblock);
+    check!(
+        matches!(second, Err((_, nix::errno::Errno::EWOULDBLOCK))),
+        "a second exclusive flock is refused: {:?}",
+        second.map(drop)
+    );
+    drop(held);
+    let socket_path = m.root.join("control.sock");
+    let listener = UnixListener::bind(&socket_path)?;
+    let mut client = UnixStream::connect(&socket_path)?;
+    client.write_all(b"x")?;
+    let mut byte = [0];
+    listener.accept()?.0.read_exact(&mut byte)?;
+    check!(byte == *b"x", "{byte:?}");
     Ok(())
 }
 
