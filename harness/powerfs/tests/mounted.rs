@@ -86,6 +86,10 @@ fn main() {
             a_flock_and_a_unix_socket_work_through_the_mount,
         ),
         trial(
+            "a_mount_is_private_and_vanishes_when_its_process_is_killed",
+            a_mount_is_private_and_vanishes_when_its_process_is_killed,
+        ),
+        trial(
             "injected_faults_fail_or_stall_the_chosen_operation_once",
             injected_faults_fail_or_stall_the_chosen_operation_once,
         ),
@@ -371,6 +375,45 @@ fn a_log_whose_creator_died_before_the_directory_fsync_keeps_the_next_writers_pu
     Ok(())
 }
 
+/// A process that mounts in its own namespace (as the harness does) and is
+/// killed leaves nothing mounted: its mount is never seen outside, and it is
+/// gone with the namespace.
+fn a_mount_is_private_and_vanishes_when_its_process_is_killed() -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir()?;
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg(dir.path())
+        .env(WRITER_ENV, "mount-and-wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    check!(line == "mounted\n", "the child says {line:?}");
+    let mounted_at = |mountinfo: &str| {
+        mountinfo
+            .lines()
+            .any(|l| l.contains(&*mnt.to_string_lossy()) && l.contains("powerfs"))
+    };
+    let child_view = fs::read_to_string(format!("/proc/{}/mountinfo", child.id()))?;
+    check!(mounted_at(&child_view), "mounted in the child's namespace");
+    check!(
+        !mounted_at(&fs::read_to_string("/proc/self/mountinfo")?),
+        "not in ours"
+    );
+    child.kill()?;
+    child.wait()?;
+    check!(
+        !mounted_at(&fs::read_to_string("/proc/self/mountinfo")?),
+        "nothing left"
+    );
+    fs::remove_dir(&mnt)?;
+    Ok(())
+}
+
 /// The roles lock the data dir with flock and talk over Unix sockets; both
 /// work on the mount (the kernel keeps the locks and the socket bindings).
 fn a_flock_and_a_unix_socket_work_through_the_mount() -> Result<(), Failed> {
@@ -513,6 +556,13 @@ fn writer(mode: &str, dir: &Path) {
         "journal" => new.write_atomic(&path).expect("write_atomic"),
         "journal-no-file-fsync" => write_journal(&path, &new.encode(), false, true),
         "journal-no-dir-fsync" => write_journal(&path, &new.encode(), true, false),
+        "mount-and-wait" => {
+            powerfs::enter_private_mount_namespace().expect("namespace");
+            let _fs = PowerFs::mount(&dir.join("backing"), &dir.join("mnt")).expect("mount");
+            println!("mounted");
+            // Until killed, or until the parent closes stdin.
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
         "puts" => {
             let mut store = Store::open(dir).expect("open the log");
             for i in 1..=PUTS as u64 {
