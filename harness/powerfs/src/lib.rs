@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod control;
 pub mod fault;
 mod fs;
 pub mod model;

@@ -90,6 +90,10 @@ fn main() {
             a_mount_is_private_and_vanishes_when_its_process_is_killed,
         ),
         trial(
+            "the_powerfs_binary_takes_commands_on_stdin",
+            the_powerfs_binary_takes_commands_on_stdin,
+        ),
+        trial(
             "injected_faults_fail_or_stall_the_chosen_operation_once",
             injected_faults_fail_or_stall_the_chosen_operation_once,
         ),
@@ -411,6 +415,57 @@ fn a_mount_is_private_and_vanishes_when_its_process_is_killed() -> Result<(), Fa
         "nothing left"
     );
     fs::remove_dir(&mnt)?;
+    Ok(())
+}
+
+/// The out-of-process control channel: the `powerfs` binary mounts in our
+/// namespace and obeys commands on stdin.
+fn the_powerfs_binary_takes_commands_on_stdin() -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir()?;
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt)?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_powerfs"))
+        .arg(dir.path().join("backing"))
+        .arg(&mnt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut first = String::new();
+    stdout.read_line(&mut first)?;
+    check!(
+        first == "mounted\n",
+        "the first line says it mounted: {first:?}"
+    );
+    let mut ask = |command: &str| -> Result<String, Failed> {
+        writeln!(stdin, "{command}")?;
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    };
+    append(&mnt.join("f"), b"unsynced");
+    check!(ask("fault write 0 eio")? == "ok", "a fault is armed");
+    let answer = ask("drop")?;
+    check!(
+        answer.starts_with("ok everything not durable dropped: 0 entry ops kept, 1 dropped"),
+        "{answer}"
+    );
+    check!(!mnt.join("f").exists(), "the unsynced create is gone");
+    check!(ask("counters")?.starts_with("ok Counters"), "counters");
+    check!(
+        ask("cut x")?.starts_with("error the seed must be"),
+        "a bad command"
+    );
+    drop(ask);
+    drop(stdin);
+    check!(child.wait()?.success(), "it exits at the end of its input");
+    check!(
+        !fs::read_to_string("/proc/self/mountinfo")?.contains(&*mnt.to_string_lossy()),
+        "unmounted"
+    );
     Ok(())
 }
 
