@@ -100,7 +100,13 @@ impl Shared {
         pick: impl FnOnce(&Model) -> CrashState,
     ) -> io::Result<crate::CrashSummary> {
         let mut inner = self.lock();
-        let state = pick(&inner.model);
+        let mut state = pick(&inner.model);
+        for file in &mut state.summary.files {
+            file.path = inner
+                .paths
+                .get(&file.ino)
+                .map(|rel| rel.to_string_lossy().into_owned());
+        }
         // The processes that held files are gone; what they left open is
         // closed with the device.
         inner.handles.clear();

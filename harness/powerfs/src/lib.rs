@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 pub use fault::{FaultEffect, FaultOp, IoFault};
 pub use fs::GRAVEYARD;
-pub use model::{CrashSummary, FileFate};
+pub use model::{CrashSummary, FileCrash, FileFate};
 pub use namespace::enter_private_mount_namespace;
 
 /// What can go wrong.

@@ -306,9 +306,22 @@ pub struct CrashSummary {
     pub entry_ops_kept: usize,
     /// Pending entry operations dropped.
     pub entry_ops_dropped: usize,
-    /// Per file with unsynced changes: its inode, how many it had, and its
-    /// fate.
-    pub files: Vec<(Ino, usize, FileFate)>,
+    /// Per file with unsynced changes, what became of them.
+    pub files: Vec<FileCrash>,
+}
+
+/// What a crash did to one file's unsynced changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCrash {
+    /// The file.
+    pub ino: Ino,
+    /// Where it was before the crash, relative to the mount point, if the
+    /// file system knew (filled in by the file system layer).
+    pub path: Option<String>,
+    /// How many unsynced changes it had.
+    pub unsynced_changes: usize,
+    /// What was kept of them.
+    pub fate: FileFate,
 }
 
 impl fmt::Display for CrashSummary {
@@ -322,9 +335,13 @@ impl fmt::Display for CrashSummary {
             "{} entry ops kept, {} dropped",
             self.entry_ops_kept, self.entry_ops_dropped
         )?;
-        for (ino, changes, fate) in &self.files {
-            write!(f, "; inode {ino} ({changes} unsynced changes): ")?;
-            match fate {
+        for file in &self.files {
+            match &file.path {
+                Some(path) => write!(f, "; {path}")?,
+                None => write!(f, "; inode {}", file.ino)?,
+            }
+            write!(f, " ({} unsynced changes): ", file.unsynced_changes)?;
+            match file.fate {
                 FileFate::Synced => write!(f, "synced data only")?,
                 FileFate::All => write!(f, "all data")?,
                 FileFate::Torn { changes, bytes } => {
@@ -533,7 +550,12 @@ impl Model {
         files.sort_by_key(|(ino, _)| **ino);
         for (ino, changes) in files {
             let fate = fates[ino];
-            summary.files.push((*ino, changes.len(), fate));
+            summary.files.push(FileCrash {
+                ino: *ino,
+                path: None,
+                unsynced_changes: changes.len(),
+                fate,
+            });
             let (whole, torn_bytes) = match fate {
                 FileFate::Synced => (0, 0),
                 FileFate::All => (changes.len(), 0),
