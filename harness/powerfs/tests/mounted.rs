@@ -465,7 +465,6 @@ fn the_powerfs_binary_takes_commands_on_stdin() -> Result<(), Failed> {
         ask("cut x")?.starts_with("error the seed must be"),
         "a bad command"
     );
-    drop(ask);
     drop(stdin);
     check!(child.wait()?.success(), "it exits at the end of its input");
     check!(
