@@ -373,6 +373,11 @@ pub struct Model {
     dirs: HashMap<Ino, Vec<u64>>,
     /// Per file, its unsynced changes in order.
     files: HashMap<Ino, Vec<DataChange>>,
+    /// Per file with unsynced changes, when its first one was recorded:
+    /// crash states draw in this order, not in inode order, so the same
+    /// operations and seed give the same state on another run (inode
+    /// numbers differ between runs).
+    file_order: HashMap<Ino, u64>,
 }
 
 impl Model {
@@ -383,6 +388,9 @@ impl Model {
 
     /// Record a change to a file's data or size.
     pub fn record_data(&mut self, ino: Ino, change: DataChange) {
+        let order = self.next_seq;
+        self.next_seq += 1;
+        self.file_order.entry(ino).or_insert(order);
         self.files.entry(ino).or_default().push(change);
     }
 
@@ -400,6 +408,7 @@ impl Model {
     /// An `fsync`/`fdatasync` of a file: all its data is durable.
     pub fn sync_file(&mut self, ino: Ino) {
         self.files.remove(&ino);
+        self.file_order.remove(&ino);
     }
 
     /// An `fsync` of a directory: its entry operations are durable (a
@@ -467,15 +476,16 @@ impl Model {
     /// model and seed give the same state.
     pub fn crash_state(&self, seed: u64) -> CrashState {
         let mut rng = StdRng::seed_from_u64(seed);
-        // Sorted, so the draws do not depend on hash order.
+        // In the order of their first pending operation, so the draws
+        // depend neither on hash order nor on inode numbers.
         let mut dirs: Vec<_> = self.dirs.iter().collect();
-        dirs.sort_by_key(|(dir, _)| **dir);
+        dirs.sort_by_key(|(_, seqs)| seqs.first().copied());
         let cuts = dirs
             .into_iter()
             .map(|(dir, seqs)| (*dir, rng.random_range(0..=seqs.len())))
             .collect();
         let mut files: Vec<_> = self.files.iter().collect();
-        files.sort_by_key(|(ino, _)| **ino);
+        files.sort_by_key(|(ino, _)| self.file_order.get(*ino).copied());
         let fates = files
             .into_iter()
             .map(|(ino, changes)| {
@@ -547,7 +557,7 @@ impl Model {
             }
         }
         let mut files: Vec<_> = self.files.iter().collect();
-        files.sort_by_key(|(ino, _)| **ino);
+        files.sort_by_key(|(ino, _)| self.file_order.get(*ino).copied());
         for (ino, changes) in files {
             let fate = fates[ino];
             summary.files.push(FileCrash {
@@ -801,6 +811,35 @@ mod tests {
         let state = model.state(None, cuts, HashMap::new());
         assert_eq!(state.summary.entry_ops_kept, 0, "{state:?}");
         assert_eq!(state.summary.entry_ops_dropped, 3);
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_crash_state_whatever_the_inode_numbers() {
+        // The same operations on two runs, where the inode numbers differ.
+        let run = |first: Ino, second: Ino, dir_a: Ino, dir_b: Ino| {
+            let mut model = Model::new();
+            for (ino, dir) in [(first, dir_a), (second, dir_b)] {
+                model.record_entry(EntryOp::Created {
+                    dir,
+                    name: name("f"),
+                    is_dir: false,
+                });
+                for i in 0..5 {
+                    model.record_data(ino, DataChange::write(i * 8, 8, i * 8, Vec::new()));
+                }
+            }
+            model
+        };
+        let (one, other) = (run(10, 20, 1, 2), run(900, 30, 800, 3));
+        for seed in 0..40 {
+            let (a, b) = (
+                one.crash_state(seed).summary,
+                other.crash_state(seed).summary,
+            );
+            let fates = |s: &CrashSummary| s.files.iter().map(|f| f.fate).collect::<Vec<_>>();
+            assert_eq!(fates(&a), fates(&b), "seed {seed}");
+            assert_eq!(a.entry_ops_kept, b.entry_ops_kept, "seed {seed}");
+        }
     }
 
     #[test]
