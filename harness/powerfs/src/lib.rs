@@ -15,7 +15,9 @@
 //!   rename fails with `EIO` or `ENOSPC`, or stalls.
 //!
 //! The model ([`model`]) and the faults ([`fault`]) are pure; the FUSE layer
-//! around them is thin. Nothing is cached by the kernel (zero TTLs, direct
+//! around them is thin. The file system is served by a thread of the
+//! process that mounts it; the `powerfs` binary serves it from a process of
+//! its own, with the same commands on its stdin ([`control`]). Nothing is cached by the kernel (zero TTLs, direct
 //! I/O), so every operation reaches the model.
 //!
 //! Mounting needs root and `/dev/fuse`. Where it cannot mount, every entry
