@@ -20,7 +20,7 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -56,6 +56,10 @@ struct Inner {
     model: Model,
     faults: Faults,
     counters: Counters,
+    /// Graves no crash can bring back, for the reaper thread to remove off
+    /// the path of the fsync that freed them (an unlink costs more than the
+    /// rest of a directory fsync).
+    reaper: mpsc::Sender<PathBuf>,
 }
 
 struct Handle {
@@ -73,6 +77,18 @@ impl Shared {
         }
         fs::create_dir(&graveyard)?;
         let root_st_ino = fs::metadata(backing)?.ino();
+        let (reaper, graves) = mpsc::channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("powerfs-reaper".into())
+            .spawn(move || {
+                // Ends when the file system is dropped. Best effort: a grave
+                // left behind costs only space, and the next power cut or
+                // make-durable empties the graveyard; grave numbers are never
+                // reused, so a late removal cannot hit a newer grave.
+                for grave in graves {
+                    let _ = fs::remove_file(grave);
+                }
+            })?;
         Ok(Self {
             inner: Mutex::new(Inner {
                 backing: backing.to_path_buf(),
@@ -84,6 +100,7 @@ impl Shared {
                 model: Model::new(),
                 faults: Faults::default(),
                 counters: Counters::default(),
+                reaper,
             }),
         })
     }
@@ -233,16 +250,20 @@ impl Inner {
 
     fn free_graves(&mut self, graves: Vec<u64>) {
         for grave in graves {
-            // Best effort: a grave left behind costs only space, and the
-            // next power cut or make-durable empties the graveyard.
-            let _ = fs::remove_file(self.abs(&Path::new(GRAVEYARD).join(grave.to_string())));
+            let path = self.abs(&Path::new(GRAVEYARD).join(grave.to_string()));
+            // The reaper ends only with the file system.
+            let _ = self.reaper.send(path);
         }
     }
 
     fn empty_graveyard(&mut self) -> io::Result<()> {
-        let graveyard = self.backing.join(GRAVEYARD);
-        fs::remove_dir_all(&graveyard)?;
-        fs::create_dir(&graveyard)?;
+        // Only files are buried; the reaper may remove some meanwhile.
+        for grave in fs::read_dir(self.backing.join(GRAVEYARD))? {
+            match fs::remove_file(grave?.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         let prefix = Path::new(GRAVEYARD);
         self.paths.retain(|_, path| !path.starts_with(prefix));
         Ok(())
