@@ -1,11 +1,15 @@
 //! What powerfs costs: an append + fdatasync, a journal write
 //! (`StateJournal::write_atomic`) and a fake-peer PUT (`Store::put`), each
 //! through a mounted powerfs and on the plain disk it is backed by, in one
-//! run; median and p99 in microseconds.
+//! run, and a mount + unmount; median and p99 in microseconds.
 //!
 //! ```text
-//! cargo run --release -p powerfs --example cost [-- <iterations>]
+//! cargo run --release -p powerfs --example cost [-- <iterations> [<backing parent dir>]]
 //! ```
+//!
+//! The backing directory is on the same disk as the plain one unless a
+//! parent for it is given (`/dev/shm`: a tmpfs, which is all a test needs,
+//! since durability is the model's).
 //!
 //! An fsync through powerfs updates the model and does not reach the disk
 //! (durability is the model's), so the figures compare a FUSE round trip
@@ -29,11 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (plain, mnt) = (dir.path().join("plain"), dir.path().join("mnt"));
     std::fs::create_dir(&plain)?;
     std::fs::create_dir(&mnt)?;
-    let fs = powerfs::PowerFs::mount(&dir.path().join("backing"), &mnt)?;
+    let backing_parent = match std::env::args().nth(2) {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir_in(dir.path())?,
+    };
+    let fs = powerfs::PowerFs::mount(&backing_parent.path().join("backing"), &mnt)?;
 
     println!(
-        "{iterations} iterations, backing and plain in {}",
-        dir.path().display()
+        "{iterations} iterations, plain in {}, backing in {}",
+        dir.path().display(),
+        backing_parent.path().display()
     );
     println!(
         "{:<28} {:>12} {:>12} {:>12} {:>12}",
@@ -56,6 +65,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{:?}", fs.counters());
     fs.unmount()?;
+
+    // What a mount per episode costs.
+    let cycles = (iterations / 20).max(10);
+    let backing = backing_parent.path().join("cycled");
+    let mut mount_us = Vec::with_capacity(cycles);
+    for _ in 0..cycles {
+        let started = Instant::now();
+        let fs = powerfs::PowerFs::mount(&backing, &mnt)?;
+        fs.unmount()?;
+        mount_us.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "{:<28} {:>12} {:>12} {:>9.1} us {:>9.1} us   ({cycles} cycles)",
+        "mount + unmount",
+        "",
+        "",
+        percentile(&mount_us, 50),
+        percentile(&mount_us, 99)
+    );
     Ok(())
 }
 
