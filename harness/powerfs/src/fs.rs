@@ -164,10 +164,14 @@ impl Shared {
     /// Ask the faults about `op` on `ino`: a stall is waited out here
     /// (without the lock, so the control API stays responsive), a failure
     /// is returned.
-    fn before(&self, op: FaultOp, ino: Ino) -> Result<(), Errno> {
+    /// The path matched is `ino`'s, or its entry `name`'s for a rename.
+    fn before(&self, op: FaultOp, ino: Ino, name: Option<&OsStr>) -> Result<(), Errno> {
         let effect = {
             let mut inner = self.lock();
-            let path = inner.paths.get(&ino).cloned().unwrap_or_default();
+            let mut path = inner.paths.get(&ino).cloned().unwrap_or_default();
+            if let Some(name) = name {
+                path.push(name);
+            }
             inner.faults.on(op, &path.to_string_lossy())
         };
         match effect {
@@ -642,7 +646,7 @@ impl Filesystem for PowerFsFilesystem {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if let Err(e) = self.0.before(FaultOp::Rename, parent.0) {
+        if let Err(e) = self.0.before(FaultOp::Rename, parent.0, Some(name)) {
             return reply.error(e);
         }
         let mut inner = self.lock();
@@ -793,7 +797,7 @@ impl Filesystem for PowerFsFilesystem {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if let Err(e) = self.0.before(FaultOp::Write, ino.0) {
+        if let Err(e) = self.0.before(FaultOp::Write, ino.0, None) {
             return reply.error(e);
         }
         let mut inner = self.lock();
@@ -851,7 +855,7 @@ impl Filesystem for PowerFsFilesystem {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if let Err(e) = self.0.before(FaultOp::Fsync, ino.0) {
+        if let Err(e) = self.0.before(FaultOp::Fsync, ino.0, None) {
             return reply.error(e);
         }
         let mut inner = self.lock();
@@ -915,7 +919,7 @@ impl Filesystem for PowerFsFilesystem {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if let Err(e) = self.0.before(FaultOp::Fsync, ino.0) {
+        if let Err(e) = self.0.before(FaultOp::Fsync, ino.0, None) {
             return reply.error(e);
         }
         let mut inner = self.lock();

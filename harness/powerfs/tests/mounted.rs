@@ -569,7 +569,7 @@ fn injected_faults_fail_or_stall_the_chosen_operation_once() -> Result<(), Faile
     m.fs.inject(IoFault {
         op: FaultOp::Rename,
         skip: 0,
-        path_contains: None,
+        path_contains: Some("journal".into()),
         effect: FaultEffect::Eio,
     });
     check!(
