@@ -94,6 +94,10 @@ fn main() {
             the_powerfs_binary_takes_commands_on_stdin,
         ),
         trial(
+            "renames_across_and_of_directories_are_undone_as_the_model_says",
+            renames_across_and_of_directories_are_undone_as_the_model_says,
+        ),
+        trial(
             "injected_faults_fail_or_stall_the_chosen_operation_once",
             injected_faults_fail_or_stall_the_chosen_operation_once,
         ),
@@ -470,6 +474,48 @@ fn the_powerfs_binary_takes_commands_on_stdin() -> Result<(), Failed> {
     check!(
         !fs::read_to_string("/proc/self/mountinfo")?.contains(&*mnt.to_string_lossy()),
         "unmounted"
+    );
+    Ok(())
+}
+
+fn renames_across_and_of_directories_are_undone_as_the_model_says() -> Result<(), Failed> {
+    let m = mount();
+    let (a, b) = (m.root.join("a"), m.root.join("b"));
+    fs::create_dir(&a)?;
+    fs::create_dir(&b)?;
+    fs::write(a.join("x"), "data")?;
+    m.fs.make_durable()?;
+    // Pending in both directories until both are synced.
+    fs::rename(a.join("x"), b.join("y"))?;
+    fsync_dir(&b);
+    m.fs.drop_undurable()?;
+    check!(
+        fs::read(a.join("x"))? == b"data" && !b.join("y").exists(),
+        "a rename synced in one directory only is undone"
+    );
+    fs::rename(a.join("x"), b.join("y"))?;
+    fsync_dir(&a);
+    fsync_dir(&b);
+    m.fs.drop_undurable()?;
+    check!(
+        fs::read(b.join("y"))? == b"data" && !a.join("x").exists(),
+        "synced in both, it is kept"
+    );
+    // A directory whose creation is lost takes what is in it along.
+    let c = m.root.join("c");
+    fs::create_dir(&c)?;
+    append(&c.join("z"), b"z").sync_all()?;
+    fsync_dir(&c);
+    m.fs.drop_undurable()?;
+    check!(!c.exists(), "an unsynced mkdir is lost with its contents");
+    // A renamed directory comes back with what was made durable inside it.
+    fs::rename(&a, m.root.join("a2"))?;
+    append(&m.root.join("a2").join("new"), b"n").sync_all()?;
+    fsync_dir(&m.root.join("a2"));
+    m.fs.drop_undurable()?;
+    check!(
+        !m.root.join("a2").exists() && fs::read(a.join("new"))? == b"n",
+        "the directory is back under its old name, with its synced entry"
     );
     Ok(())
 }
