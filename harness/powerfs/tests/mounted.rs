@@ -517,6 +517,18 @@ fn renames_across_and_of_directories_are_undone_as_the_model_says() -> Result<()
         !m.root.join("a2").exists() && fs::read(a.join("new"))? == b"n",
         "the directory is back under its old name, with its synced entry"
     );
+    // Unsynced data in a file whose directory was renamed since it was
+    // opened is still found, and lost.
+    let file = append(&a.join("new"), b"lost");
+    fs::rename(&a, m.root.join("a3"))?;
+    fsync_dir(&m.root);
+    drop(file);
+    m.fs.drop_undurable()?;
+    check!(
+        fs::read(m.root.join("a3").join("new"))? == b"n",
+        "the unsynced append is lost: {:?}",
+        fs::read(m.root.join("a3").join("new"))?
+    );
     Ok(())
 }
 
