@@ -67,6 +67,7 @@ pub mod frame;
 pub mod incumbent;
 mod journal_writer;
 pub mod lock;
+pub mod machine;
 pub mod metrics;
 pub mod protocol;
 pub mod state;
