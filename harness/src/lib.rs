@@ -34,6 +34,7 @@ pub mod catalog;
 pub mod chaos;
 pub mod client;
 pub mod eventlog;
+pub mod explore;
 pub mod fixture;
 pub mod impostor;
 pub mod invariants;
