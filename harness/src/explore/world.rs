@@ -962,8 +962,8 @@ impl World {
         if self.restarted_serving && self.flock != Some(Holder::Restarted) {
             return Some("the restarted service serves without the flock".into());
         }
-        if self.commit_sent && !self.ready_sent {
-            return Some("Commit sent to the incumbent before the successor sent Ready".into());
+        if self.commit_sent && !(self.ready_sent && self.ready_delivered) {
+            return Some("Commit sent to the incumbent before the supervisor received Ready".into());
         }
         if self.guard_disarmed && !self.ready_delivered {
             return Some("the child guard was disarmed before Ready was received".into());
