@@ -10,4 +10,5 @@
 //! under the harness's explorer against a modelled world, step for step.
 //! The explorer drives this code, not a copy of it.
 
+pub mod incumbent;
 pub mod supervisor;
