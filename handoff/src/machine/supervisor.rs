@@ -177,7 +177,7 @@ enum OnFail {
 enum Warning {
     AbortToSuccessor,
     Commit,
-    JournalCommitted,
+    Journal(Phase),
 }
 
 /// What to do once a queued action succeeded.
@@ -353,6 +353,15 @@ impl SupervisorMachine {
         self.journal_recorded = true;
         let entry = self.entry(phase);
         self.push(Action::Journal { entry, at_once }, on_fail, None);
+    }
+
+    /// Record a phase after the durable `Negotiating` entry: a failure is
+    /// logged and the handoff goes on. Aborting there would gain nothing
+    /// (the journal on disk already names the handoff, and recovery does
+    /// not depend on the phase) and, after `Begin`, would kill a successor
+    /// that may be serving while the incumbent may have conceded to it.
+    fn journal_best_effort(&mut self, phase: Phase) {
+        self.journal(phase, false, OnFail::Warn(Warning::Journal(phase)));
     }
 
     /// Enter a wait for a frame that may take `budget`.
@@ -545,7 +554,7 @@ impl SupervisorMachine {
                 tracing::info!(target: events::DRAINED, %handoff_id, open_conns_remaining, accept_closed, drain_seconds, "drain complete");
                 self.wait = Wait::SealComplete;
                 self.crash(points::S_AFTER_DRAINED_RECV);
-                self.journal(Phase::Draining, false, OnFail::Abort);
+                self.journal_best_effort(Phase::Draining);
                 self.push(
                     Action::CrashPoint(points::S_AFTER_JOURNAL_DRAINING),
                     OnFail::Abort,
@@ -561,7 +570,7 @@ impl SupervisorMachine {
                 self.o_sealed = true;
                 self.wait = Wait::Ready;
                 self.crash(points::S_AFTER_SEAL_COMPLETE_RECV);
-                self.journal(Phase::Sealing, false, OnFail::Abort);
+                self.journal_best_effort(Phase::Sealing);
                 self.push(
                     Action::CrashPoint(points::S_AFTER_JOURNAL_SEALING),
                     OnFail::Abort,
@@ -645,10 +654,11 @@ impl SupervisorMachine {
             OnFail::Warn(Warning::Commit) => {
                 tracing::warn!(target: events::COMMIT, %handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
             }
-            OnFail::Warn(Warning::JournalCommitted) => {
-                // Best effort: the next supervisor sees AwaitingReady and
-                // runs its standard recovery.
-                tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal Committed failed");
+            OnFail::Warn(Warning::Journal(phase)) => {
+                // Best effort: the durable Negotiating entry already names
+                // the handoff, and recovery is the same whatever phase the
+                // journal names.
+                tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal {phase:?} failed");
             }
             OnFail::NotReady => self.abort(Cause::NotReady(not_ready_reason(&e))),
             OnFail::Abort => self.abort(Cause::Error(e)),
@@ -712,7 +722,7 @@ impl SupervisorMachine {
             }
             Then::BeginSent => {
                 self.crash(points::S_AFTER_BEGIN_SENT);
-                self.journal(Phase::AwaitingReady, false, OnFail::Abort);
+                self.journal_best_effort(Phase::AwaitingReady);
                 // N has no internal deadline for its start-up, so Ready may
                 // be in flight when the cap elapses: allow wire_slack.
                 let budget = self.remaining(now) + self.p.timeouts.wire_slack;
@@ -733,11 +743,7 @@ impl SupervisorMachine {
                     None,
                 );
                 self.crash(points::S_AFTER_COMMIT_SENT);
-                self.journal(
-                    Phase::Committed,
-                    false,
-                    OnFail::Warn(Warning::JournalCommitted),
-                );
+                self.journal_best_effort(Phase::Committed);
                 self.push(Action::JournalClear, OnFail::Abort, None);
                 self.push(
                     Action::CrashPoint(points::S_AFTER_JOURNAL_CLEAR),
@@ -879,7 +885,7 @@ impl SupervisorMachine {
                 .expect("BUG: send_o queued a step")
                 .then = Some(Then::LogResume);
             self.crash(points::S_AFTER_RESUME_SENT);
-            self.journal(Phase::ResumingAfterAbort, false, OnFail::Abort);
+            self.journal_best_effort(Phase::ResumingAfterAbort);
         }
         self.result = Some(result);
         if self.journal_recorded {
