@@ -1,6 +1,6 @@
-//! The explorer drives the library's supervisor machine through every
-//! interleaving within its bound, in a CI-sized budget, and catches the
-//! deliberate defects of its models.
+//! The explorer drives the library's supervisor and incumbent machines
+//! through every interleaving within its bound, in a CI-sized budget, and
+//! catches the deliberate defects of its successor model.
 
 use std::time::Duration;
 
@@ -64,17 +64,6 @@ fn a_successor_ready_before_the_flock_is_caught() {
             ..ModelDefects::default()
         },
         "Ready sent without the flock",
-    );
-}
-
-#[test]
-fn an_incumbent_resuming_without_its_flock_is_caught() {
-    caught(
-        ModelDefects {
-            incumbent_resumes_without_flock: true,
-            ..ModelDefects::default()
-        },
-        "the incumbent serves without the flock",
     );
 }
 

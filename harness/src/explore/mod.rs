@@ -1,6 +1,7 @@
-//! A deterministic explorer: the library's supervisor machine
-//! ([`handoff::machine::supervisor`], the code `perform_handoff` runs) in a
-//! modelled world ([`world`]), driven through every interleaving of
+//! A deterministic explorer: the library's supervisor and incumbent
+//! machines ([`handoff::machine`], the code `perform_handoff` and
+//! `Incumbent::serve` run) and a model of the successor in a modelled
+//! world ([`world`]), driven through every interleaving of
 //! deliveries, timeouts and faults up to a bound, then by a seeded random
 //! walk beyond it, with the invariants checked after every step.
 //!

@@ -1,9 +1,12 @@
 //! The modelled world one run of the explorer happens in: the library's
-//! supervisor machine, models of the incumbent and the successor (their
-//! protocol behaviour as `incumbent.rs` and the successor's typestate API
-//! implement it), and what the OS gives them: the data-dir flock and its
-//! holder, the control channels, the journal file with what is durable,
-//! process deaths and the supervisor's restart and recovery.
+//! supervisor machine and incumbent session machine, a model of the
+//! successor (its protocol behaviour as the typestate API implements it:
+//! Hello, wait for Begin, take the listeners and the flock, Ready, rename
+//! the control socket, serve), and what the OS gives them: the data-dir
+//! flock and its holder, the control channels and whether the control path
+//! was renamed over, the journal file with what is durable, process deaths,
+//! a process manager's restart of the service and the supervisor's restart
+//! and recovery (`resume_from_journal`: wait for the incumbent, clear).
 //!
 //! A run is a sequence of choices; at each step [`World::moves`] lists what
 //! may happen next (index 0 is the default: the next process in a fixed
@@ -13,9 +16,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use handoff::machine::incumbent::{
+    Action as OAction, End, Input as OInput, Params as OParams, Retake, SessionMachine,
+};
 use handoff::machine::supervisor::{Action, Input, Params, SupervisorMachine};
 use handoff::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, Side};
-use handoff::{Error, Phase, SupervisorTimeouts};
+use handoff::{DrainReport, Error, Phase, SealError, SealReport, SupervisorTimeouts};
 
 const O_PID: u32 = 100;
 const N_PID: u32 = 200;
@@ -31,23 +37,6 @@ pub enum Holder {
     Restarted,
     /// Some other process (a backup tool, a stray instance).
     Foreign,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum OState {
-    /// Serving; no session or a session before `PrepareHandoff`.
-    Serving,
-    /// Drained (accept closed), waiting for `SealRequest`.
-    Drained,
-    /// Sealed, flock released, waiting for `Commit` or `ResumeAfterAbort`.
-    Sealed,
-    /// Sealed and lost its supervisor: waiting for the flock or for the
-    /// successor to take over.
-    Orphaned,
-    /// Exited after `Commit` or after conceding to the successor.
-    Exited,
-    /// Killed.
-    Dead,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +86,8 @@ pub enum Move {
     ForeignTakesFlock,
     /// Fault: the peer the supervisor reads from stalls past its timeout.
     Stall,
+    /// Fault: the supervisor stalls past the incumbent's read timeout.
+    StallIncumbent,
     /// Fault: the peer the supervisor reads from sends a frame of another
     /// handoff.
     Misbehave,
@@ -127,9 +118,6 @@ pub struct ModelDefects {
     pub successor_ignores_busy_flock: bool,
     /// The successor sends `Ready` before it takes the flock.
     pub successor_ready_before_flock: bool,
-    /// An orphaned incumbent that gives up waiting resumes without its
-    /// flock.
-    pub incumbent_resumes_without_flock: bool,
 }
 
 /// The world of one run.
@@ -144,7 +132,13 @@ pub struct World {
     s_dead: bool,
     s_result: Option<String>,
     handoff_id: HandoffId,
-    o_state: OState,
+    /// The incumbent process is alive.
+    o_live: bool,
+    /// The incumbent serves (accepts and writes).
+    o_serving: bool,
+    /// The incumbent's current session: the library's machine.
+    o_session: Option<SessionMachine>,
+    o_action: Option<OAction>,
     n_state: NState,
     restarted_serving: bool,
     flock: Option<Holder>,
@@ -156,9 +150,7 @@ pub struct World {
     from_o: VecDeque<Message>,
     to_n: VecDeque<Message>,
     from_n: VecDeque<Message>,
-    /// When an orphaned incumbent or a successor waiting for the flock
-    /// gives up.
-    o_gives_up_at: Option<Instant>,
+    /// When a successor waiting for the flock gives up.
     n_gives_up_at: Option<Instant>,
     journal_pending: Option<Option<Phase>>,
     journal_durable: Option<Phase>,
@@ -168,7 +160,9 @@ pub struct World {
     ready_delivered: bool,
     guard_disarmed: bool,
     commit_sent: bool,
-    service_died: bool,
+    /// A service process died, stalled or misbehaved: a process manager
+    /// may have to restart the service.
+    service_faulted: bool,
     /// A foreign process held the data-dir flock: outside the protocol,
     /// recovered by a process manager's restart.
     foreign_interfered: bool,
@@ -178,6 +172,7 @@ pub struct World {
 }
 
 const DEADLINE: Duration = Duration::from_millis(2000);
+const REACQUIRE_WINDOW: Duration = Duration::from_millis(200);
 
 fn timeouts() -> SupervisorTimeouts {
     SupervisorTimeouts {
@@ -220,7 +215,10 @@ impl World {
             s_dead: false,
             s_result: None,
             handoff_id,
-            o_state: OState::Serving,
+            o_live: true,
+            o_serving: true,
+            o_session: None,
+            o_action: None,
             n_state: NState::NotSpawned,
             restarted_serving: false,
             flock: Some(Holder::O),
@@ -231,7 +229,6 @@ impl World {
             from_o: VecDeque::new(),
             to_n: VecDeque::new(),
             from_n: VecDeque::new(),
-            o_gives_up_at: None,
             n_gives_up_at: None,
             journal_pending: None,
             journal_durable: None,
@@ -241,7 +238,7 @@ impl World {
             ready_delivered: false,
             guard_disarmed: false,
             commit_sent: false,
-            service_died: false,
+            service_faulted: false,
             foreign_interfered: false,
             trace: Vec::new(),
         };
@@ -254,10 +251,13 @@ impl World {
     /// the same.
     pub fn state_key(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}{}{}{}{}{}{}{}{}{}|{:?}{:?}{:?}{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}/{:?}/{}{}|{:?}|{:?}|{:?}|{:?}|{}{}{}{}{}{}{}{}{}{}|{:?}{:?}{:?}{:?}|{:?}|{:?}|{:?}",
             self.s.as_ref().map(|s| s.wait()),
             self.s_action.as_ref().map(|a| action_key(a, self.base)),
-            self.o_state,
+            self.o_session.as_ref().map(SessionMachine::wait),
+            self.o_action.as_ref().map(o_action_key),
+            self.o_live as u8,
+            self.o_serving as u8,
             self.n_state,
             self.flock,
             self.journal_pending,
@@ -276,7 +276,6 @@ impl World {
             self.from_o,
             self.to_n,
             self.from_n,
-            self.o_gives_up_at.map(|t| t - self.base),
             self.n_gives_up_at.map(|t| t - self.base),
             self.now - self.base,
             self.s_result,
@@ -289,7 +288,7 @@ impl World {
     }
 
     fn o_alive(&self) -> bool {
-        !matches!(self.o_state, OState::Exited | OState::Dead)
+        self.o_live
     }
 
     fn n_alive(&self) -> bool {
@@ -315,13 +314,20 @@ impl World {
         }
     }
 
+    /// Whether the incumbent can act without waiting for time to pass.
     fn o_can_step(&self) -> bool {
-        match self.o_state {
-            OState::Exited | OState::Dead => false,
-            OState::Orphaned => true,
-            OState::Drained | OState::Sealed => !self.to_o.is_empty() || !self.o_connected,
-            OState::Serving => !self.to_o.is_empty(),
+        match &self.o_action {
+            None => false,
+            Some(OAction::Read { .. }) => !self.to_o.is_empty() || !self.o_connected,
+            Some(OAction::RetakeFlock { .. }) => self.flock.is_none() || self.control_renamed,
+            Some(_) => true,
         }
+    }
+
+    /// Whether the incumbent waits for time to pass (a read's timeout, the
+    /// end of its flock retake).
+    fn o_waits(&self) -> bool {
+        self.o_action.is_some() && !self.o_can_step()
     }
 
     fn n_can_step(&self) -> bool {
@@ -333,7 +339,7 @@ impl World {
     }
 
     fn nothing_serves(&self) -> bool {
-        !(self.o_state == OState::Serving
+        !(self.o_serving
             || matches!(self.n_state, NState::ReadySent | NState::Serving)
             || self.restarted_serving)
     }
@@ -364,10 +370,18 @@ impl World {
                 None => m.push(Move::Supervisor),
             }
         }
+        // The incumbent's read times out, or its flock retake gives up,
+        // only once no one else can make progress either.
+        if !others_busy && self.o_waits() {
+            m.push(Move::Incumbent);
+        }
         if self.s_dead {
             m.push(Move::SupervisorRestart);
         }
-        if m.is_empty() && self.nothing_serves() && (self.service_died || self.foreign_interfered) {
+        if m.is_empty()
+            && self.nothing_serves()
+            && (self.service_faulted || self.foreign_interfered)
+        {
             m.push(Move::ServiceRestart);
         }
         // Faults.
@@ -399,10 +413,11 @@ impl World {
             m.push(Move::Stall);
             m.push(Move::Misbehave);
         }
-        if self.o_state == OState::Drained
-            && matches!(self.to_o.front(), Some(Message::SealRequest { .. }))
-        {
+        if matches!(self.o_action, Some(OAction::Seal)) {
             m.push(Move::SealFails);
+        }
+        if matches!(self.o_action, Some(OAction::Read { .. })) && self.o_connected {
+            m.push(Move::StallIncumbent);
         }
         m
     }
@@ -416,7 +431,7 @@ impl World {
     pub fn apply(&mut self, mv: &Move) {
         match mv {
             Move::Supervisor => self.step_supervisor(None),
-            Move::Incumbent => self.step_incumbent(false),
+            Move::Incumbent => self.step_incumbent(None),
             Move::Successor => self.step_successor(),
             Move::JournalWriter => {
                 if let Some(p) = self.journal_pending.take() {
@@ -443,7 +458,7 @@ impl World {
                         "process manager restarts the service: the flock is busy",
                     );
                 }
-                self.service_died = false;
+                self.service_faulted = false;
                 self.foreign_interfered = false;
             }
             Move::KillSupervisor => self.kill_supervisor(false),
@@ -464,10 +479,12 @@ impl World {
                 self.log('N', "a foreign process takes the flock");
             }
             Move::Stall => {
+                self.service_faulted = true;
                 self.log('S', "the peer stalls past the read's timeout");
                 self.step_supervisor(Some(Input::Timeout));
             }
             Move::Misbehave => {
+                self.service_faulted = true;
                 self.log('S', "the peer sends a frame of another handoff");
                 let other: HandoffId = "5e1ec7ed-0000-4000-8000-000000000002"
                     .parse()
@@ -481,21 +498,44 @@ impl World {
                     msg,
                 }));
             }
-            Move::SealFails => self.step_incumbent(true),
+            Move::SealFails => self.step_incumbent(Some(OInput::Sealed(Err(SealError {
+                error: "EIO".into(),
+                partial_state: String::new(),
+            })))),
+            Move::StallIncumbent => {
+                self.log(
+                    'O',
+                    "the supervisor stalls past the incumbent's read timeout",
+                );
+                let awaiting = match &self.o_action {
+                    Some(OAction::Read {
+                        awaiting, timeout, ..
+                    }) => {
+                        self.now += *timeout;
+                        *awaiting
+                    }
+                    _ => "frame",
+                };
+                self.step_incumbent(Some(OInput::ReadFailed(Error::Timeout(awaiting))));
+            }
         }
     }
 
     fn kill(&mut self, who: Holder) {
         match who {
             Holder::O if self.o_alive() => {
-                self.o_state = OState::Dead;
-                self.service_died = true;
+                self.o_live = false;
+                self.o_serving = false;
+                self.o_session = None;
+                self.o_action = None;
+                self.service_faulted = true;
                 self.log('O', "killed");
             }
             Holder::N if self.n_alive() => {
                 self.n_state = NState::Dead;
-                self.service_died = true;
-                self.control_renamed = false;
+                self.service_faulted = true;
+                // Its socket stays at the control path: a renamed path
+                // stays renamed.
                 self.log('N', "killed");
             }
             _ => return,
@@ -508,10 +548,10 @@ impl World {
     fn kill_supervisor(&mut self, power_cut: bool) {
         self.s_dead = true;
         self.s_action = None;
+        // What the supervisor wrote is in its peers' socket buffers; what
+        // it had not read dies with it.
         self.o_connected = false;
-        self.to_o.clear();
         self.from_o.clear();
-        self.to_n.clear();
         self.from_n.clear();
         if power_cut {
             self.journal_pending = None;
@@ -587,16 +627,22 @@ impl World {
                     return;
                 }
                 Action::Connect => {
-                    if self.o_alive() {
+                    if self.o_alive() && self.o_session.is_none() {
                         self.o_connected = true;
-                        self.from_o.push_back(Message::Hello {
-                            role: Side::Incumbent,
-                            pid: O_PID,
-                            build_id: vec![],
-                            proto_min: PROTO_MIN,
-                            proto_max: PROTO_MAX,
-                            capabilities: vec![],
-                        });
+                        self.to_o.clear();
+                        let (m, first) = SessionMachine::start(
+                            OParams {
+                                pid: O_PID,
+                                build_id: vec![],
+                                hello_timeout: Duration::from_millis(200),
+                                liveness_timeout: Duration::from_millis(300),
+                                max_deadline: Duration::from_secs(600),
+                                holds_flock: self.flock == Some(Holder::O),
+                            },
+                            self.now,
+                        );
+                        self.o_session = Some(m);
+                        self.o_action = Some(first);
                         self.log('S', "connects to the incumbent");
                         Input::Done
                     } else {
@@ -726,112 +772,110 @@ impl World {
         }
     }
 
-    fn step_incumbent(&mut self, seal_fails: bool) {
-        if self.o_state == OState::Orphaned {
-            // Sealed without a supervisor: retake the flock the moment it
-            // is free; concede once the successor renamed the control
-            // socket or the deadline passed with the flock still held.
-            if self.flock.is_none() {
-                self.flock = Some(Holder::O);
-                self.o_state = OState::Serving;
-                self.log(
-                    'O',
-                    "supervisor lost after the seal: retakes the flock, resumes",
-                );
-            } else if self.control_renamed {
-                self.o_state = OState::Exited;
-                self.log('O', "the successor took over: concedes, exits");
-            } else {
-                let give_up = self.o_gives_up_at.unwrap_or(self.now);
-                self.now = self.now.max(give_up);
-                if self.defects.incumbent_resumes_without_flock {
-                    self.o_state = OState::Serving;
-                    self.log('O', "gives up waiting for the flock: resumes WITHOUT it");
-                } else {
-                    self.o_state = OState::Exited;
-                    self.log('O', "gives up waiting for the flock: exits");
-                }
-            }
-            return;
-        }
-        let Some(msg) = self.to_o.pop_front() else {
-            if self.o_state == OState::Drained {
-                self.o_state = OState::Serving;
-                self.log('O', "supervisor lost before the seal: resumes");
-            } else if self.o_state == OState::Sealed {
-                self.o_state = OState::Orphaned;
-                self.o_gives_up_at = Some(self.now + DEADLINE);
-                self.log('O', "supervisor lost after the seal: waits for the flock");
-            }
+    /// The incumbent performs its pending action (`forced`: the result a
+    /// fault imposes instead).
+    fn step_incumbent(&mut self, forced: Option<OInput>) {
+        let Some(action) = self.o_action.take() else {
             return;
         };
-        let id = self.handoff_id;
-        match (self.o_state, msg) {
-            (OState::Serving, Message::HelloAck { .. }) => {}
-            (OState::Serving, Message::PrepareHandoff { .. }) => {
-                self.o_state = OState::Drained;
-                self.log('O', "drains, sends Drained");
-                self.from_o.push_back(Message::Drained {
-                    open_conns_remaining: 0,
-                    accept_closed: true,
-                });
-            }
-            (OState::Drained, Message::SealRequest { .. }) if seal_fails => {
-                self.o_state = OState::Serving;
-                self.log(
-                    'O',
-                    "seal fails: keeps the flock, sends SealFailed, resumes",
-                );
-                self.from_o.push_back(Message::SealFailed {
-                    handoff_id: id,
-                    error: "EIO".into(),
-                    partial_state: String::new(),
-                });
-            }
-            (OState::Drained, Message::SealRequest { .. }) => {
-                self.o_state = OState::Sealed;
-                if self.flock == Some(Holder::O) {
-                    self.flock = None;
+        let input = match forced {
+            Some(input) => input,
+            None => match action {
+                OAction::Finish(end) => {
+                    self.o_session = None;
+                    match end {
+                        End::Continue => self.log('O', "session over: serves on"),
+                        End::Committed(_) => {
+                            self.o_live = false;
+                            self.o_serving = false;
+                            self.log('O', "committed: exits");
+                        }
+                        End::Superseded(_) => {
+                            self.o_live = false;
+                            self.o_serving = false;
+                            self.log('O', "superseded: exits");
+                        }
+                    }
+                    return;
                 }
-                self.log('O', "seals, releases the flock, sends SealComplete");
-                self.from_o.push_back(Message::SealComplete {
-                    handoff_id: id,
-                    last_revision_per_shard: vec![],
-                    data_dir_fingerprint: String::new(),
-                });
-            }
-            (OState::Sealed, Message::Commit { .. }) => {
-                self.o_state = OState::Exited;
-                self.log('O', "Commit: exits");
-            }
-            (OState::Sealed, Message::ResumeAfterAbort { .. }) => {
-                if self.flock.is_none() {
-                    self.flock = Some(Holder::O);
-                    self.o_state = OState::Serving;
-                    self.log('O', "ResumeAfterAbort: retakes the flock, serves");
-                } else {
-                    self.o_state = OState::Orphaned;
-                    self.o_gives_up_at = Some(self.now + DEADLINE);
-                    self.log('O', "ResumeAfterAbort with the flock busy: waits for it");
+                OAction::SetWriteTimeout(_) | OAction::SetCurrent(_) | OAction::CrashPoint(_) => {
+                    OInput::Done
                 }
-            }
-            (state, msg) => {
-                self.log(
-                    'O',
-                    format!(
-                        "protocol error: {} in {state:?}; ends the session",
-                        handoff::protocol::short_name(&msg)
-                    ),
-                );
-                self.o_connected = false;
-                if state == OState::Drained {
-                    self.o_state = OState::Serving;
-                } else if state == OState::Sealed {
-                    self.o_state = OState::Orphaned;
-                    self.o_gives_up_at = Some(self.now + DEADLINE);
+                OAction::Send { msg, .. } => {
+                    self.log(
+                        'O',
+                        format!("sends {}", handoff::protocol::short_name(&msg)),
+                    );
+                    if self.o_connected {
+                        self.from_o.push_back(msg);
+                        OInput::Done
+                    } else {
+                        OInput::Failed(Error::Io(std::io::ErrorKind::BrokenPipe.into()))
+                    }
                 }
-            }
-        }
+                OAction::Read {
+                    timeout, awaiting, ..
+                } => match self.to_o.pop_front() {
+                    Some(msg) => OInput::Frame {
+                        version: PROTO_MAX,
+                        msg,
+                    },
+                    None if !self.o_connected => OInput::ReadFailed(Error::PeerClosed(awaiting)),
+                    None => {
+                        self.now += timeout;
+                        self.log('O', format!("read for {awaiting} times out"));
+                        OInput::ReadFailed(Error::Timeout(awaiting))
+                    }
+                },
+                OAction::Drain { .. } => {
+                    self.o_serving = false;
+                    self.log('O', "drains");
+                    OInput::Drained(DrainReport {
+                        open_conns_remaining: 0,
+                        accept_closed: true,
+                    })
+                }
+                OAction::Seal => {
+                    self.log('O', "seals");
+                    OInput::Sealed(Ok(SealReport::default()))
+                }
+                OAction::ReleaseFlock => {
+                    if self.flock == Some(Holder::O) {
+                        self.flock = None;
+                    }
+                    self.log('O', "releases the flock");
+                    OInput::Done
+                }
+                OAction::RetakeFlock { give_up_at } => {
+                    if self.control_renamed {
+                        self.log('O', "the control path is renamed over: concedes");
+                        OInput::Retake(Retake::PathRebound)
+                    } else if self.flock.is_none() {
+                        self.flock = Some(Holder::O);
+                        self.log('O', "retakes the flock");
+                        OInput::Retake(Retake::Taken)
+                    } else {
+                        let window_end = self.now + REACQUIRE_WINDOW;
+                        self.now = give_up_at.map_or(window_end, |d| d.max(window_end));
+                        self.log(
+                            'O',
+                            format!("the flock stays held by {:?}: gives up", self.flock),
+                        );
+                        OInput::Retake(Retake::GaveUp)
+                    }
+                }
+                OAction::Resume => {
+                    self.o_serving = true;
+                    self.log('O', "resumes serving");
+                    OInput::Done
+                }
+            },
+        };
+        let session = self
+            .o_session
+            .as_mut()
+            .expect("an incumbent with an action has its session");
+        self.o_action = Some(session.next(self.now, input));
     }
 
     fn step_successor(&mut self) {
@@ -945,7 +989,7 @@ impl World {
         {
             return Some(v.clone());
         }
-        let o_writes = self.o_state == OState::Serving;
+        let o_writes = self.o_serving;
         let n_writes = matches!(self.n_state, NState::ReadySent | NState::Serving);
         if o_writes && self.flock != Some(Holder::O) {
             return Some(format!(
@@ -963,7 +1007,9 @@ impl World {
             return Some("the restarted service serves without the flock".into());
         }
         if self.commit_sent && !(self.ready_sent && self.ready_delivered) {
-            return Some("Commit sent to the incumbent before the supervisor received Ready".into());
+            return Some(
+                "Commit sent to the incumbent before the supervisor received Ready".into(),
+            );
         }
         if self.guard_disarmed && !self.ready_delivered {
             return Some("the child guard was disarmed before Ready was received".into());
@@ -986,15 +1032,15 @@ impl World {
     /// The invariants of a settled run.
     pub fn check_settled(&self) -> Option<String> {
         let serving = [
-            matches!(self.o_state, OState::Serving),
+            self.o_serving,
             matches!(self.n_state, NState::Serving | NState::ReadySent),
             self.restarted_serving,
         ];
         let count = serving.iter().filter(|s| **s).count();
         if count != 1 {
             return Some(format!(
-                "{count} incumbents once settled (incumbent {:?}, successor {:?}, restarted {})",
-                self.o_state, self.n_state, self.restarted_serving
+                "{count} incumbents once settled (incumbent serving {}, successor {:?}, restarted {})",
+                self.o_serving, self.n_state, self.restarted_serving
             ));
         }
         if self.journal_durable.is_some() || matches!(self.journal_pending, Some(Some(_))) {
@@ -1021,6 +1067,16 @@ fn action_key(a: &Action, base: Instant) -> String {
         }
         Action::Journal { entry, .. } => format!("Journal({:?})", entry.phase),
         Action::Finish(r) => format!("Finish({:?})", r.as_ref().map(|f| f.committed).ok()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn o_action_key(a: &OAction) -> String {
+    match a {
+        OAction::Send { msg, .. } => format!("Send({})", handoff::protocol::short_name(msg)),
+        OAction::Read { awaiting, .. } => format!("Read({awaiting})"),
+        OAction::Drain { .. } => "Drain".into(),
+        OAction::RetakeFlock { .. } => "Retake".into(),
         other => format!("{other:?}"),
     }
 }
