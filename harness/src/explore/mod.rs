@@ -87,6 +87,8 @@ pub struct Summary {
     pub exhaustive_complete: bool,
     /// Runs (interleavings) explored within the bound.
     pub exhaustive_runs: u64,
+    /// Time spent on the runs within the bound.
+    pub exhaustive_elapsed: Duration,
     /// Random runs beyond the bound.
     pub random_runs: u64,
     /// Distinct world states reached.
@@ -117,8 +119,9 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "runs: {} within the bound, {} random beyond it, {:.0} per second",
+            "runs: {} within the bound (in {:.3} s), {} random beyond it, {:.0} per second",
             self.exhaustive_runs,
+            self.exhaustive_elapsed.as_secs_f64(),
             self.random_runs,
             runs as f64 / secs
         );
@@ -211,6 +214,7 @@ pub fn explore(config: &Config) -> Summary {
         bound: config.bound,
         exhaustive_complete: false,
         exhaustive_runs: 0,
+        exhaustive_elapsed: Duration::ZERO,
         random_runs: 0,
         distinct_states: 0,
         elapsed: Duration::ZERO,
@@ -250,6 +254,7 @@ pub fn explore(config: &Config) -> Summary {
             }
         }
     }
+    summary.exhaustive_elapsed = started.elapsed();
     if failing.is_none() && stack.is_empty() {
         summary.exhaustive_complete = true;
         let mut rng = StdRng::seed_from_u64(config.seed);

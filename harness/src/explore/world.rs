@@ -86,7 +86,8 @@ pub enum Move {
     ForeignTakesFlock,
     /// Fault: the peer the supervisor reads from stalls past its timeout.
     Stall,
-    /// Fault: the supervisor stalls past the incumbent's read timeout.
+    /// Fault: what the incumbent waits for (a frame from the supervisor,
+    /// the flock) comes too late: its wait ends by its timeout first.
     StallIncumbent,
     /// Fault: the peer the supervisor reads from sends a frame of another
     /// handoff.
@@ -416,7 +417,10 @@ impl World {
         if matches!(self.o_action, Some(OAction::Seal)) {
             m.push(Move::SealFails);
         }
-        if matches!(self.o_action, Some(OAction::Read { .. })) && self.o_connected {
+        let o_retake_blocked =
+            matches!(self.o_action, Some(OAction::RetakeFlock { .. })) && self.o_waits();
+        let o_read = matches!(self.o_action, Some(OAction::Read { .. })) && self.o_connected;
+        if o_read || o_retake_blocked {
             m.push(Move::StallIncumbent);
         }
         m
@@ -502,22 +506,21 @@ impl World {
                 error: "EIO".into(),
                 partial_state: String::new(),
             })))),
-            Move::StallIncumbent => {
-                self.log(
-                    'O',
-                    "the supervisor stalls past the incumbent's read timeout",
-                );
-                let awaiting = match &self.o_action {
-                    Some(OAction::Read {
-                        awaiting, timeout, ..
-                    }) => {
-                        self.now += *timeout;
-                        *awaiting
-                    }
-                    _ => "frame",
-                };
-                self.step_incumbent(Some(OInput::ReadFailed(Error::Timeout(awaiting))));
-            }
+            Move::StallIncumbent => match &self.o_action {
+                Some(OAction::Read {
+                    awaiting, timeout, ..
+                }) => {
+                    let awaiting = *awaiting;
+                    self.now += *timeout;
+                    self.log(
+                        'O',
+                        format!("the supervisor stalls past the wait for {awaiting}"),
+                    );
+                    self.step_incumbent(Some(OInput::ReadFailed(Error::Timeout(awaiting))));
+                }
+                // The flock stays held past the retake's bound.
+                _ => self.step_incumbent(None),
+            },
         }
     }
 
