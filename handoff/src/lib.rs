@@ -64,6 +64,7 @@ pub mod error;
 pub mod events;
 pub mod fd;
 pub mod frame;
+mod id;
 pub mod incumbent;
 mod journal_writer;
 pub mod lock;

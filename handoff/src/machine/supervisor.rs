@@ -24,7 +24,38 @@ use crate::protocol::{
     negotiate_version, short_name,
 };
 use crate::state::{Phase, StateJournal};
-use crate::supervisor::SupervisorTimeouts;
+
+/// Timeouts of the supervisor side. The defaults are the seed's values; tests
+/// shrink them to milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorTimeouts {
+    /// Maximum wait on any one read from a peer before declaring it dead.
+    /// Every frame, heartbeats included, resets it. Default 10 s (five
+    /// heartbeat intervals).
+    pub liveness: Duration,
+    /// Bound on a peer's first frame, `Hello`. Default 5 s.
+    pub hello_read: Duration,
+    /// Slack added past a cap for a reply already on the wire when the cap
+    /// expires. Default 1 s.
+    pub wire_slack: Duration,
+    /// Floor for any read timeout. Default 100 ms.
+    pub min_read: Duration,
+    /// Bound on `resume_from_journal`'s wait for the incumbent to answer.
+    /// Default 5 s.
+    pub probe: Duration,
+}
+
+impl Default for SupervisorTimeouts {
+    fn default() -> Self {
+        Self {
+            liveness: Duration::from_secs(10),
+            hello_read: Duration::from_secs(5),
+            wire_slack: Duration::from_secs(1),
+            min_read: Duration::from_millis(100),
+            probe: Duration::from_secs(5),
+        }
+    }
+}
 
 /// What the machine needs to know about the handoff it drives.
 #[derive(Debug, Clone)]
