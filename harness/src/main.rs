@@ -54,7 +54,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ExploreArgs {
-    /// Time budget in milliseconds.
+    /// Time budget in milliseconds: every run within the bound is explored
+    /// whatever it says, then random runs until it is spent.
     #[arg(long, default_value_t = 30_000)]
     budget_ms: u64,
     /// Non-default choices (faults or reorderings) per run explored

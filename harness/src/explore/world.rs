@@ -990,7 +990,7 @@ impl World {
             .iter()
             .find(|(_, _, t)| t.starts_with("VIOLATION"))
         {
-            return Some(v.clone());
+            return Some(v.trim_start_matches("VIOLATION ").to_string());
         }
         let o_writes = self.o_serving;
         let n_writes = matches!(self.n_state, NState::ReadySent | NState::Serving);
