@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::protocol::{HandoffId, ProtoVersion};
+use crate::id::{HandoffId, ProtoVersion};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

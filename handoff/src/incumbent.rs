@@ -12,6 +12,10 @@
 //! frame is written: it writes only while holding the mutex that disarming
 //! takes, so there is only ever one writer.
 //!
+//! A session's protocol is [`crate::machine::incumbent::SessionMachine`],
+//! free of I/O; `Incumbent::session` is its thin driver (socket, heartbeat,
+//! `Drainable` hooks, flock, crash points).
+//!
 //! Recovery on a lost supervisor (DESIGN.md section 5): drained but not
 //! sealed → resume; sealed → poll for the flock (`reacquire_step`); if the
 //! successor has bound the control socket path it is the incumbent and this
@@ -34,7 +38,8 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::frame::{read_frame, write_message};
 use crate::lock::DataDirLock;
-use crate::protocol::{HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, short_name};
+use crate::machine::incumbent::{Action, End, Input, Params, Retake, SessionMachine};
+use crate::protocol::{HandoffId, Message, PROTO_MAX, ProtoVersion};
 use crate::util::now_unix_ms;
 
 /// Timeouts of the incumbent side. Defaults are the seed's values.
@@ -295,8 +300,9 @@ impl Incumbent {
         result
     }
 
-    /// One supervisor session. Whatever happens, on return the service is
-    /// either serving with the flock (`Continue`) or handed off (`Done`).
+    /// One supervisor session: the thin driver of [`SessionMachine`].
+    /// Whatever happens, on return the service is either serving with the
+    /// flock (`Continue`) or handed off (`Done`).
     fn session<D: Drainable>(
         &mut self,
         mut stream: UnixStream,
@@ -304,243 +310,105 @@ impl Incumbent {
         current: &Mutex<Option<HandoffId>>,
         heartbeat: &Heartbeat,
     ) -> SessionEnd {
-        let mut s = Session {
-            handoff_id: None,
-            drained: false,
-            sealed: false,
-            deadline: None,
-        };
-        let result = self.run_session(&mut stream, drainable, &mut s, current, heartbeat);
-        match result {
-            Ok(end) => end,
-            Err(e) => {
-                let id = s.handoff_id.map(|i| i.to_string()).unwrap_or_default();
-                if matches!(e, Error::PeerClosed(_)) || e.is_timeout() || matches!(e, Error::Io(_))
-                {
-                    tracing::warn!(target: events::INCUMBENT_SUPERVISOR_LOST, handoff_id = %id, error = %e, drained = s.drained, sealed = s.sealed, "lost the supervisor");
-                } else {
-                    tracing::warn!(target: events::INCUMBENT_PROTOCOL_ERROR, handoff_id = %id, error = %e, drained = s.drained, sealed = s.sealed, "session ended on a protocol error");
-                }
-                drop(stream);
-                self.recover(drainable, &s)
-            }
-        }
-    }
-
-    fn run_session<D: Drainable>(
-        &mut self,
-        stream: &mut UnixStream,
-        drainable: &mut D,
-        s: &mut Session,
-        current: &Mutex<Option<HandoffId>>,
-        heartbeat: &Heartbeat,
-    ) -> Result<SessionEnd> {
         let cfg = self.config.clone();
-        // A supervisor that stops reading is as lost as one that stops
-        // writing: bound every write on this socket, the heartbeat's
-        // included (a clone shares the socket, and `SO_SNDTIMEO` with it),
-        // so a full socket buffer cannot hold the heartbeat's mutex, and
-        // with it the end of `drain`/`seal`, for ever.
-        stream.set_write_timeout(Some(cfg.liveness_timeout))?;
-        // Hello → HelloAck. Hello goes out at our highest version; its shape
-        // is the same in every version.
-        write_message(
-            stream,
-            PROTO_MAX,
-            &Message::Hello {
-                role: Side::Incumbent,
-                pid: std::process::id(),
-                build_id: self.build_id.clone(),
-                proto_min: PROTO_MIN,
-                proto_max: PROTO_MAX,
-                capabilities: Vec::new(),
-            },
-        )?;
-        crash_here!(points::O_AFTER_HELLO_SENT);
-        let (version, handoff_id) = match read_frame(stream, None, cfg.hello_timeout, "HelloAck") {
-            Ok((
-                _,
-                Message::HelloAck {
-                    proto_version_chosen,
-                    handoff_id,
+        let params = Params {
+            pid: std::process::id(),
+            build_id: self.build_id.clone(),
+            hello_timeout: cfg.hello_timeout,
+            liveness_timeout: cfg.liveness_timeout,
+            max_deadline: cfg.max_deadline,
+            holds_flock: self.lock.is_some(),
+        };
+        let (mut machine, mut action) = SessionMachine::start(params, Instant::now());
+        loop {
+            let input = match action {
+                Action::Finish(end) => {
+                    return match end {
+                        End::Continue => SessionEnd::Continue,
+                        End::Committed(handoff_id) => {
+                            SessionEnd::Done(ServeOutcome::Committed { handoff_id })
+                        }
+                        End::Superseded(handoff_id) => {
+                            SessionEnd::Done(ServeOutcome::Superseded { handoff_id })
+                        }
+                    };
+                }
+                // A supervisor that stops reading is as lost as one that
+                // stops writing: bound every write on this socket, the
+                // heartbeat's included (a clone shares the socket, and
+                // `SO_SNDTIMEO` with it), so a full socket buffer cannot hold
+                // the heartbeat's mutex, and with it the end of
+                // `drain`/`seal`, for ever.
+                Action::SetWriteTimeout(t) => match stream.set_write_timeout(Some(t)) {
+                    Ok(()) => Input::Done,
+                    Err(e) => Input::Failed(e.into()),
                 },
-            )) => (proto_version_chosen, handoff_id),
-            Ok((_, other)) => {
-                return Err(Error::UnexpectedMessage {
-                    expected: "HelloAck",
-                    got: short_name(&other),
-                });
-            }
-            // A supervisor that connects and leaves (a probe) ends the
-            // session quietly.
-            Err(Error::PeerClosed(_)) => return Ok(SessionEnd::Continue),
-            Err(e) => return Err(e),
-        };
-        if !(PROTO_MIN..=PROTO_MAX).contains(&version) {
-            return Err(Error::VersionMismatch {
-                ours_min: PROTO_MIN,
-                ours_max: PROTO_MAX,
-                theirs_min: version,
-                theirs_max: version,
-            });
-        }
-        crash_here!(points::O_AFTER_HELLO_ACK_RECV);
-        s.handoff_id = Some(handoff_id);
-        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handoff_id);
-        tracing::info!(target: events::INCUMBENT_SESSION, %handoff_id, proto_version = version, "supervisor session");
-        let read = |stream: &mut UnixStream, timeout, awaiting| {
-            read_frame(stream, Some((version, handoff_id)), timeout, awaiting)
-        };
-
-        // PrepareHandoff → drain → Drained.
-        let (deadline_ms, drain_grace_ms) =
-            match read(stream, cfg.liveness_timeout, "PrepareHandoff") {
-                Ok((
-                    _,
-                    Message::PrepareHandoff {
-                        deadline_ms,
-                        drain_grace_ms,
-                        ..
-                    },
-                )) => (deadline_ms, drain_grace_ms),
-                Ok((_, other)) => return Err(reject(other, "PrepareHandoff")),
-                Err(Error::PeerClosed(_)) => return Ok(SessionEnd::Continue),
-                Err(e) => return Err(e),
+                Action::Send { version, msg } => match write_message(&mut stream, version, &msg) {
+                    Ok(()) => Input::Done,
+                    Err(e) => Input::Failed(e),
+                },
+                Action::Read {
+                    session,
+                    timeout,
+                    awaiting,
+                } => match read_frame(&mut stream, session, timeout, awaiting) {
+                    Ok((version, msg)) => Input::Frame { version, msg },
+                    Err(e) => Input::ReadFailed(e),
+                },
+                Action::SetCurrent(handoff_id) => {
+                    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handoff_id);
+                    Input::Done
+                }
+                Action::Drain { deadline } => {
+                    match heartbeat.beat_while(
+                        &stream,
+                        machine.version(),
+                        cfg.heartbeat_interval,
+                        || drainable.drain(deadline),
+                    ) {
+                        Ok(report) => Input::Drained(report),
+                        Err(e) => Input::Failed(e),
+                    }
+                }
+                Action::Seal => {
+                    match heartbeat.beat_while(
+                        &stream,
+                        machine.version(),
+                        cfg.heartbeat_interval,
+                        || drainable.seal(),
+                    ) {
+                        Ok(result) => Input::Sealed(result),
+                        Err(e) => Input::Failed(e),
+                    }
+                }
+                Action::ReleaseFlock => {
+                    if let Some(lock) = self.lock.take() {
+                        lock.release_to_successor();
+                    }
+                    Input::Done
+                }
+                Action::RetakeFlock { give_up_at } => Input::Retake(self.retake_lock(give_up_at)),
+                Action::Resume => {
+                    drainable.resume_after_abort();
+                    Input::Done
+                }
+                Action::CrashPoint(point) => {
+                    crate::crash::hit(point);
+                    Input::Done
+                }
             };
-        crash_here!(points::O_AFTER_PREPARE_RECV);
-        let cap_ms = u64::try_from(cfg.max_deadline.as_millis()).unwrap_or(u64::MAX);
-        if deadline_ms > cap_ms {
-            tracing::warn!(target: events::INCUMBENT_DRAIN, %handoff_id, deadline_ms, max_deadline_ms = cap_ms, "the supervisor's deadline exceeds max_deadline; using max_deadline");
+            action = machine.next(Instant::now(), input);
         }
-        let deadline_ms = deadline_ms.min(cap_ms);
-        let prepared_at = Instant::now();
-        s.deadline = Some(prepared_at + Duration::from_millis(deadline_ms));
-        let drain_deadline = prepared_at + Duration::from_millis(drain_grace_ms.min(deadline_ms));
-        tracing::info!(target: events::INCUMBENT_DRAIN, %handoff_id, drain_grace_ms, deadline_ms, "draining");
-        s.drained = true;
-        let report = heartbeat.beat_while(stream, version, cfg.heartbeat_interval, || {
-            drainable.drain(drain_deadline)
-        })?;
-        crash_here!(points::O_AFTER_DRAIN);
-        write_message(
-            stream,
-            version,
-            &Message::Drained {
-                open_conns_remaining: report.open_conns_remaining,
-                accept_closed: report.accept_closed,
-            },
-        )?;
-        tracing::info!(target: events::INCUMBENT_DRAINED, %handoff_id, open_conns_remaining = report.open_conns_remaining, accept_closed = report.accept_closed, "drained");
-        crash_here!(points::O_AFTER_DRAINED_SENT);
-
-        // SealRequest → seal → release flock → SealComplete.
-        match read(stream, cfg.liveness_timeout, "SealRequest")? {
-            (_, Message::SealRequest { .. }) => {}
-            (_, Message::ResumeAfterAbort { .. }) => {
-                // Harmless before the seal: resume.
-                return Ok(self.recover(drainable, s));
-            }
-            (_, other) => return Err(reject(other, "SealRequest")),
-        }
-        crash_here!(points::O_AFTER_SEAL_REQUEST_RECV);
-        tracing::info!(target: events::INCUMBENT_SEAL, %handoff_id, "sealing");
-        let sealed =
-            heartbeat.beat_while(stream, version, cfg.heartbeat_interval, || drainable.seal())?;
-        let report = match sealed {
-            Ok(report) => report,
-            Err(seal_error) => {
-                // Keep the flock, tell the supervisor, serve again at once.
-                tracing::warn!(target: events::INCUMBENT_SEAL_FAILED, %handoff_id, error = %seal_error, "seal failed; keeping the flock and resuming");
-                write_message(
-                    stream,
-                    version,
-                    &Message::SealFailed {
-                        handoff_id,
-                        error: seal_error.error.clone(),
-                        partial_state: seal_error.partial_state.clone(),
-                    },
-                )?;
-                crash_here!(points::O_AFTER_SEAL_FAILED_SENT);
-                drainable.resume_after_abort();
-                tracing::info!(target: events::INCUMBENT_RESUME, %handoff_id, cause = "seal_failed", "serving again");
-                return Ok(SessionEnd::Continue);
-            }
-        };
-        crash_here!(points::O_AFTER_SEAL);
-        // The seal made every acknowledged write durable: only now may the
-        // writer role go.
-        s.sealed = true;
-        if let Some(lock) = self.lock.take() {
-            lock.release_to_successor();
-        }
-        tracing::info!(target: events::INCUMBENT_FLOCK_RELEASED, %handoff_id, "flock released");
-        crash_here!(points::O_AFTER_FLOCK_RELEASED);
-        write_message(
-            stream,
-            version,
-            &Message::SealComplete {
-                handoff_id,
-                last_revision_per_shard: report.last_revision_per_shard,
-                data_dir_fingerprint: report.data_dir_fingerprint,
-            },
-        )?;
-        tracing::info!(target: events::INCUMBENT_SEAL_COMPLETE, %handoff_id, "seal complete sent");
-        crash_here!(points::O_AFTER_SEAL_COMPLETE_SENT);
-
-        // Commit or ResumeAfterAbort. The supervisor waits for Ready up to
-        // the deadline plus slack; wait a liveness period past that.
-        let wait = s
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or_default()
-            + cfg.liveness_timeout;
-        match read(stream, wait, "Commit")? {
-            (_, Message::Commit { .. }) => {
-                crash_here!(points::O_AFTER_COMMIT_RECV);
-                tracing::info!(target: events::INCUMBENT_COMMIT, %handoff_id, "committed; exiting");
-                Ok(SessionEnd::Done(ServeOutcome::Committed { handoff_id }))
-            }
-            (_, Message::ResumeAfterAbort { .. }) => {
-                crash_here!(points::O_AFTER_RESUME_RECV);
-                Ok(self.recover(drainable, s))
-            }
-            (_, other) => Err(reject(other, "Commit or ResumeAfterAbort")),
-        }
-    }
-
-    /// Put the service back in charge after a session that did not commit:
-    /// retake the flock if the seal released it (or concede to a successor
-    /// that holds it and has bound the control socket), then resume.
-    fn recover<D: Drainable>(&mut self, drainable: &mut D, s: &Session) -> SessionEnd {
-        let handoff_id = s.handoff_id.unwrap_or(HandoffId::nil());
-        if !s.drained {
-            return SessionEnd::Continue;
-        }
-        if self.lock.is_none() {
-            match self.retake_lock(s) {
-                Retake::Taken => {
-                    tracing::info!(target: events::INCUMBENT_FLOCK_REACQUIRED, %handoff_id, "flock reacquired");
-                    crash_here!(points::O_AFTER_FLOCK_REACQUIRED);
-                }
-                Retake::Superseded => {
-                    tracing::warn!(target: events::INCUMBENT_SUPERSEDED, %handoff_id, "the successor holds the flock and the control socket; it is the incumbent, exiting");
-                    return SessionEnd::Done(ServeOutcome::Superseded { handoff_id });
-                }
-            }
-        }
-        drainable.resume_after_abort();
-        tracing::info!(target: events::INCUMBENT_RESUME, %handoff_id, sealed = s.sealed, "serving again");
-        SessionEnd::Continue
     }
 
     /// Poll for the flock every `reacquire_step`. Concede when the control
     /// socket path has been rebound by another process while the flock stays
     /// held, or when the flock is still held once both the reacquire window
     /// and the handoff's deadline have passed.
-    fn retake_lock(&mut self, s: &Session) -> Retake {
+    fn retake_lock(&mut self, deadline: Option<Instant>) -> Retake {
         let data_dir = self.data_dir.clone();
         let window_end = Instant::now() + self.config.reacquire_window;
-        let give_up_at = s.deadline.map_or(window_end, |d| d.max(window_end));
+        let give_up_at = deadline.map_or(window_end, |d| d.max(window_end));
         // Neither a flock released by another process nor a rename over our
         // path is announced to us: look until one happens or the bound
         // passes.
@@ -554,7 +422,7 @@ impl Incumbent {
                 // Resuming here would serve without a reachable control
                 // socket.
                 if self.path_rebound() {
-                    return Some(Retake::Superseded);
+                    return Some(Retake::PathRebound);
                 }
                 match DataDirLock::acquire(&data_dir) {
                     Ok(lock) => {
@@ -563,7 +431,7 @@ impl Incumbent {
                     }
                     Err(e) if self.path_rebound() => {
                         tracing::debug!(error = %e, "flock held by a successor that rebound the path");
-                        Some(Retake::Superseded)
+                        Some(Retake::PathRebound)
                     }
                     Err(_) => None,
                 }
@@ -571,7 +439,7 @@ impl Incumbent {
         );
         outcome.unwrap_or_else(|| {
             tracing::debug!("flock still held by the successor past the bound");
-            Retake::Superseded
+            Retake::GaveUp
         })
     }
 
@@ -583,33 +451,9 @@ impl Incumbent {
     }
 }
 
-enum Retake {
-    Taken,
-    Superseded,
-}
-
-struct Session {
-    handoff_id: Option<HandoffId>,
-    drained: bool,
-    sealed: bool,
-    deadline: Option<Instant>,
-}
-
 enum SessionEnd {
     Continue,
     Done(ServeOutcome),
-}
-
-fn reject(other: Message, expected: &'static str) -> Error {
-    match other {
-        Message::Commit { .. } => Error::Protocol(format!(
-            "Commit before SealComplete is rejected (awaiting {expected})"
-        )),
-        other => Error::UnexpectedMessage {
-            expected,
-            got: short_name(&other),
-        },
-    }
 }
 
 /// The heartbeat thread of one [`Incumbent::serve`] call. It sleeps on a

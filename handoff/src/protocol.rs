@@ -1,15 +1,13 @@
 //! The handoff protocol's vocabulary: messages, roles, ids, version
 //! negotiation. Pure: no I/O here (framing lives in [`crate::frame`]).
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
-/// A protocol version number, carried in every frame header.
-pub type ProtoVersion = u16;
+pub use crate::id::{HandoffId, ProtoVersion};
 
 /// Lowest protocol version this build speaks.
 pub const PROTO_MIN: ProtoVersion = 1;
@@ -24,51 +22,6 @@ pub enum Side {
     Incumbent,
     /// The freshly spawned process taking over (N).
     Successor,
-}
-
-/// Identifies one handoff attempt: 128 random bits, shown as a UUIDv4.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HandoffId(u128);
-
-impl HandoffId {
-    /// A fresh random id (UUID version 4, RFC 9562 variant bits).
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        let raw: u128 = rand::random();
-        let v4 = (raw & !(0xF000u128 << 64)) | (0x4000u128 << 64);
-        let v4 = (v4 & !(0xC000u128 << 48)) | (0x8000u128 << 48);
-        HandoffId(v4)
-    }
-
-    /// The nil id, used before a handoff has one (never sent on the wire
-    /// after `HelloAck`).
-    pub const fn nil() -> Self {
-        HandoffId(0)
-    }
-
-    /// The raw 128 bits.
-    pub fn as_u128(&self) -> u128 {
-        self.0
-    }
-}
-
-impl fmt::Display for HandoffId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0.to_be_bytes();
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for HandoffId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HandoffId({self})")
-    }
 }
 
 impl FromStr for HandoffId {
@@ -87,7 +40,7 @@ impl FromStr for HandoffId {
         }
         let hex: String = s.chars().filter(|c| *c != '-').collect();
         u128::from_str_radix(&hex, 16)
-            .map(HandoffId)
+            .map(HandoffId::from_u128)
             .map_err(|_| Error::Decode(format!("handoff_id {s:?} is not a UUID")))
     }
 }

@@ -1,8 +1,10 @@
 //! Supervisor side: spawn the successor, drive the protocol, handle abort and
 //! resume, journal every phase.
 //!
-//! This module is sync: run [`Supervisor::perform_handoff`] on any thread. It
-//! follows the original design (`seeds/supervisor.rs`) step for step — the
+//! This module is sync: run [`Supervisor::perform_handoff`] on any thread.
+//! The protocol itself is [`crate::machine::supervisor::SupervisorMachine`],
+//! free of I/O; `drive_handoff` here is its thin driver (sockets, spawn,
+//! journal writer, crash points, child guard). It follows the original design (`seeds/supervisor.rs`) step for step — the
 //! same phases, messages, timeouts, child guard, journal writes and crash
 //! points — with these differences, each deliberate:
 //!
@@ -26,50 +28,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::crash::points;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::fd::pass_listener_fds_on_spawn;
 use crate::frame::{read_message, write_message};
 use crate::journal_writer::{JournalOp, JournalWriter, When};
-use crate::protocol::{
-    HandoffId, Message, PROTO_MAX, PROTO_MIN, ProtoVersion, Side, check_handoff_id,
-    negotiate_version, short_name,
-};
-use crate::state::{Phase, StateJournal};
+pub use crate::machine::supervisor::SupervisorTimeouts;
+use crate::machine::supervisor::{Action, Input, Params, SupervisorMachine};
+use crate::protocol::{HandoffId, Message, Side, short_name};
+use crate::state::StateJournal;
 use crate::util::{is_timeout, now_unix_ms};
-
-/// Timeouts of the supervisor side. The defaults are the seed's values; tests
-/// shrink them to milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SupervisorTimeouts {
-    /// Maximum wait on any one read from a peer before declaring it dead.
-    /// Every frame, heartbeats included, resets it. Default 10 s (five
-    /// heartbeat intervals).
-    pub liveness: Duration,
-    /// Bound on a peer's first frame, `Hello`. Default 5 s.
-    pub hello_read: Duration,
-    /// Slack added past a cap for a reply already on the wire when the cap
-    /// expires. Default 1 s.
-    pub wire_slack: Duration,
-    /// Floor for any read timeout. Default 100 ms.
-    pub min_read: Duration,
-    /// Bound on `resume_from_journal`'s wait for the incumbent to answer.
-    /// Default 5 s.
-    pub probe: Duration,
-}
-
-impl Default for SupervisorTimeouts {
-    fn default() -> Self {
-        Self {
-            liveness: Duration::from_secs(10),
-            hello_read: Duration::from_secs(5),
-            wire_slack: Duration::from_secs(1),
-            min_read: Duration::from_millis(100),
-            probe: Duration::from_secs(5),
-        }
-    }
-}
 
 /// One supervised service: the incumbent's control socket, the listeners the
 /// successor inherits, the journal.
@@ -83,9 +51,6 @@ pub struct Supervisor {
     timeouts: SupervisorTimeouts,
     /// At most one in-flight handoff per service.
     in_flight: Mutex<()>,
-    /// The handoff whose journal this supervisor wrote and has not cleared:
-    /// only that journal is ours to clear when a handoff fails.
-    journal_owned: Mutex<Option<HandoffId>>,
 }
 
 /// How to start a process: the successor of a handoff, or the first
@@ -188,12 +153,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// The incumbent's side of a session, as the supervisor sees it.
-struct Peer {
-    version: ProtoVersion,
-    pid: u32,
-}
-
 impl Supervisor {
     /// A supervisor for the incumbent whose control socket is `socket_path`.
     /// Fails if `HANDOFF_CRASH_AT` is set but invalid.
@@ -206,7 +165,6 @@ impl Supervisor {
             build_id: Vec::new(),
             timeouts: SupervisorTimeouts::default(),
             in_flight: Mutex::new(()),
-            journal_owned: Mutex::new(None),
         })
     }
 
@@ -279,20 +237,9 @@ impl Supervisor {
                 // A journal that cannot be written would fail the handoff
                 // half-way; find out before any peer changes state.
                 self.check_journal_writable()?;
-                let result = self.drive_handoff(spec);
-                let owned = self
-                    .journal_owned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                if let (Err(_), Some(handoff_id)) = (&result, owned) {
-                    // The journal is cleared at the end either way (DESIGN
-                    // section 5): the successor was killed by the child
-                    // guard, and the incumbent recovers from the closed
-                    // session on its own. Only a journal this call wrote.
-                    self.journal_clear(handoff_id);
-                }
-                result
+                // The machine clears the journal it wrote whichever way
+                // the handoff ends (DESIGN section 5).
+                self.drive_handoff(spec)
             });
         if let Err(e) = &result {
             tracing::warn!(target: events::OUTCOME, committed = false, failed = true, error = %e, "handoff failed");
@@ -300,245 +247,112 @@ impl Supervisor {
         result
     }
 
-    /// The handoff itself, under the in-flight mutex.
+    /// The handoff itself, under the in-flight mutex: the thin driver of
+    /// [`SupervisorMachine`], doing the I/O each action asks for.
     fn drive_handoff(&self, spec: SpawnSpec) -> Result<HandoffOutcome> {
-        let t = &self.timeouts;
-
         let handoff_id = HandoffId::new();
-        let started_instant = Instant::now();
-        let started_unix_ms = now_unix_ms();
-        let total_deadline_at = started_instant + spec.deadline;
+        let params = Params {
+            handoff_id,
+            deadline: spec.deadline,
+            drain_grace: spec.drain_grace,
+            timeouts: self.timeouts.clone(),
+            started_unix_ms: now_unix_ms(),
+            binary: spec.binary.display().to_string(),
+        };
+        let (mut machine, mut action) = SupervisorMachine::start(params, Instant::now());
+        let mut o_stream: Option<UnixStream> = None;
+        let mut n_stream: Option<UnixStream> = None;
+        let mut guard: Option<ChildGuard> = None;
+        let mut child: Option<Child> = None;
+        loop {
+            let input = match action {
+                Action::Finish(result) => {
+                    return result.map(|f| HandoffOutcome {
+                        handoff_id,
+                        committed: f.committed,
+                        abort_reason: f.abort_reason,
+                        child: child.take(),
+                    });
+                }
+                Action::Connect => match UnixStream::connect(&self.socket_path) {
+                    Ok(s) => {
+                        o_stream = Some(s);
+                        Input::Done
+                    }
+                    Err(e) => Input::Failed(e.into()),
+                },
+                Action::Pause(d) => {
+                    // Pacing between refused attempts while the old session
+                    // closes.
+                    std::thread::sleep(d);
+                    Input::Done
+                }
+                Action::Spawn => match self.spawn_with_channel(&spec) {
+                    Ok((g, s)) => {
+                        let pid = g.id();
+                        guard = Some(g);
+                        n_stream = Some(s);
+                        Input::Spawned(pid)
+                    }
+                    Err(e) => Input::Failed(e),
+                },
+                Action::Read { from, until } => {
+                    match stream_of(from, &mut o_stream, &mut n_stream) {
+                        Ok(s) => read_until(s, until),
+                        Err(e) => Input::Failed(e),
+                    }
+                }
+                Action::Send { to, version, msg } => {
+                    match stream_of(to, &mut o_stream, &mut n_stream)
+                        .and_then(|s| write_message(s, version, &msg))
+                    {
+                        Ok(()) => Input::Done,
+                        Err(e) => Input::Failed(e),
+                    }
+                }
+                Action::Journal { entry, at_once } => {
+                    let when = if at_once { When::Now } else { When::Coalesced };
+                    match self.journal_record(entry, when) {
+                        Ok(()) => Input::Done,
+                        Err(e) => Input::Failed(e),
+                    }
+                }
+                Action::JournalFlush { entry } => match self.journal_flush(&entry) {
+                    Ok(()) => Input::Done,
+                    Err(e) => Input::Failed(e),
+                },
+                Action::JournalClear => {
+                    self.journal_clear(handoff_id);
+                    Input::Done
+                }
+                Action::CrashPoint(point) => {
+                    self.crash_point(point);
+                    Input::Done
+                }
+                Action::KillSuccessor => {
+                    if let Some(g) = guard.take() {
+                        g.kill_and_reap();
+                    }
+                    Input::Done
+                }
+                Action::DisarmGuard => {
+                    child = guard.take().map(ChildGuard::disarm);
+                    Input::Done
+                }
+            };
+            action = machine.next(Instant::now(), input);
+        }
+    }
 
-        // 1. Connect to O.
-        let (mut o_stream, o) = self.connect_incumbent(handoff_id)?;
-        tracing::info!(target: events::HELLO, %handoff_id, role = "incumbent", peer_pid = o.pid, proto_version = o.version, "incumbent hello");
-        self.crash_point(points::S_AFTER_O_HELLO);
-
-        // 2. Socketpair for N's control channel; 3. spawn N with it.
+    /// Spawn the successor with its end of a fresh control channel; return
+    /// it under a guard, with the supervisor's end.
+    fn spawn_with_channel(&self, spec: &SpawnSpec) -> Result<(ChildGuard, UnixStream)> {
         let (s_end, n_end) = make_socketpair()?;
-        let child = self.spawn_successor(&spec, n_end.as_raw_fd())?;
-        let child_guard = ChildGuard::new(child);
-        let successor_pid = child_guard.id();
+        let child = self.spawn_successor(spec, n_end.as_raw_fd())?;
         // The child has its own copy now; ours must go so N's EOF detection
         // sees only S's end.
         drop(n_end);
-        tracing::info!(target: events::SPAWN, %handoff_id, successor_pid, binary = %spec.binary.display(), "spawned successor");
-        self.crash_point(points::S_AFTER_SPAWN_SUCCESSOR);
-
-        let journal = |phase| JournalEntry {
-            handoff_id,
-            phase,
-            incumbent_pid: o.pid,
-            successor_pid,
-            started_unix_ms,
-        };
-        // The one journal write the handoff waits for: it must be durable
-        // before PrepareHandoff, the first message that changes a peer's
-        // state. Everything it records is known now, so it runs while N
-        // starts up and is waited for after N's Hello.
-        self.journal_record(journal(Phase::Negotiating), When::Now)?;
-
-        let mut n_stream = s_end;
-        // 4. Hello/HelloAck with N; its announced pid must be the child's.
-        let n = self.exchange_hello(
-            &mut n_stream,
-            handoff_id,
-            Side::Successor,
-            Some(successor_pid),
-        )?;
-        tracing::info!(target: events::HELLO, %handoff_id, role = "successor", peer_pid = n.pid, proto_version = n.version, "successor hello");
-        self.crash_point(points::S_AFTER_N_HELLO);
-
-        self.journal_flush(journal(Phase::Negotiating))?;
-        self.crash_point(points::S_AFTER_JOURNAL_NEGOTIATING);
-
-        // 5. PrepareHandoff → Drained. O gets the budget *remaining*, so its
-        // view of the deadline tracks ours.
-        let prepare_at = Instant::now();
-        let deadline_ms = self.remaining_until(total_deadline_at).as_millis() as u64;
-        let drain_grace_ms = spec.drain_grace.as_millis() as u64;
-        tracing::info!(target: events::PREPARE, %handoff_id, successor_pid, drain_grace_ms, deadline_ms, "prepare handoff");
-        write_message(
-            &mut o_stream,
-            o.version,
-            &Message::PrepareHandoff {
-                handoff_id,
-                successor_pid,
-                deadline_ms,
-                drain_grace_ms,
-            },
-        )?;
-        self.crash_point(points::S_AFTER_PREPARE_SENT);
-        // O may use all of drain_grace, and its reply still has to cross the
-        // wire: read for drain_grace + wire_slack.
-        let drained_msg = self.read_until(
-            &mut o_stream,
-            o.version,
-            handoff_id,
-            spec.drain_grace + t.wire_slack,
-            "Drained",
-            |m| matches!(m, Message::Drained { .. }),
-        )?;
-        let Message::Drained {
-            open_conns_remaining,
-            accept_closed,
-        } = drained_msg
-        else {
-            unreachable!("read_until's predicate admits only Drained");
-        };
-        tracing::info!(target: events::DRAINED, %handoff_id, open_conns_remaining, accept_closed, drain_seconds = prepare_at.elapsed().as_secs_f64(), "drain complete");
-        self.crash_point(points::S_AFTER_DRAINED_RECV);
-        self.journal_record(journal(Phase::Draining), When::Coalesced)?;
-        self.crash_point(points::S_AFTER_JOURNAL_DRAINING);
-
-        // 6. SealRequest → SealComplete (or SealFailed).
-        let seal_at = Instant::now();
-        tracing::info!(target: events::SEAL, %handoff_id, "seal request");
-        write_message(
-            &mut o_stream,
-            o.version,
-            &Message::SealRequest { handoff_id },
-        )?;
-        self.crash_point(points::S_AFTER_SEAL_REQUEST_SENT);
-        // Per-read liveness (heartbeats reset it), overall cap at the handoff
-        // deadline plus slack: seal() has no internal deadline, so its reply
-        // may land arbitrarily close to the cap.
-        let seal_read = self.read_until(
-            &mut o_stream,
-            o.version,
-            handoff_id,
-            self.remaining_until(total_deadline_at) + t.wire_slack,
-            "SealComplete",
-            |m| matches!(m, Message::SealComplete { .. } | Message::SealFailed { .. }),
-        );
-        match seal_read {
-            Ok(Message::SealComplete { .. }) => {}
-            Ok(Message::SealFailed { error, .. }) => {
-                // O keeps the flock and resumes on its own. Abort N.
-                let reason = format!("seal failed: {error}");
-                tracing::warn!(target: events::ABORT, %handoff_id, cause = "seal_failed", reason = %reason, "seal failed; aborting handoff");
-                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
-                child_guard.kill_and_reap();
-                self.journal_clear(handoff_id);
-                tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
-                return Ok(HandoffOutcome {
-                    handoff_id,
-                    committed: false,
-                    abort_reason: Some(reason),
-                    child: None,
-                });
-            }
-            Ok(other) => unreachable!("read_until admitted {}", short_name(&other)),
-            Err(e) => {
-                // O is silent or gone mid-seal: we cannot know whether it
-                // released the flock. Abort N; O's own recovery (retake the
-                // flock, resume) decides.
-                let reason = if e.is_timeout() {
-                    "incumbent unresponsive during seal".to_string()
-                } else {
-                    format!("seal read failed: {e}")
-                };
-                tracing::warn!(target: events::ABORT, %handoff_id, cause = "seal_unanswered", reason = %reason, "aborting handoff during seal");
-                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason);
-                child_guard.kill_and_reap();
-                self.journal_clear(handoff_id);
-                return Err(e);
-            }
-        }
-        tracing::info!(target: events::SEAL_COMPLETE, %handoff_id, seal_seconds = seal_at.elapsed().as_secs_f64(), "seal complete; flock released by O");
-        self.crash_point(points::S_AFTER_SEAL_COMPLETE_RECV);
-        self.journal_record(journal(Phase::Sealing), When::Coalesced)?;
-        self.crash_point(points::S_AFTER_JOURNAL_SEALING);
-
-        // 7. Begin → Ready. A failure at either step lands in the same
-        // abort-and-resume flow: N is unusable, O has sealed and must be told
-        // to serve again.
-        let begin_at = Instant::now();
-        let ready_result =
-            match write_message(&mut n_stream, n.version, &Message::Begin { handoff_id }) {
-                Ok(()) => {
-                    self.crash_point(points::S_AFTER_BEGIN_SENT);
-                    self.journal_record(journal(Phase::AwaitingReady), When::Coalesced)?;
-                    // N has no internal deadline for its start-up, so Ready may
-                    // be in flight when the cap elapses: allow wire_slack.
-                    let ready_timeout = self.remaining_until(total_deadline_at) + t.wire_slack;
-                    self.read_until(
-                        &mut n_stream,
-                        n.version,
-                        handoff_id,
-                        ready_timeout,
-                        "Ready",
-                        |m| matches!(m, Message::Ready { .. }),
-                    )
-                }
-                Err(e) => Err(e),
-            };
-
-        match ready_result {
-            Ok(Message::Ready {
-                listening_on,
-                healthz_ok,
-                advertised_revision_per_shard,
-                ..
-            }) => {
-                tracing::info!(target: events::READY, %handoff_id, healthz_ok, listeners = ?listening_on, advertised_revisions = ?advertised_revision_per_shard, begin_to_ready_seconds = begin_at.elapsed().as_secs_f64(), "successor ready");
-                self.crash_point(points::S_AFTER_READY_RECV);
-                // N holds the flock and is the incumbent from here on,
-                // whatever happens to O. Disarm the guard *before* writing
-                // Commit so a dead O cannot take N down with it.
-                let child = child_guard.disarm();
-
-                // 8. Commit O.
-                tracing::info!(target: events::COMMIT, %handoff_id, total_seconds = started_instant.elapsed().as_secs_f64(), "commit");
-                if let Err(e) =
-                    write_message(&mut o_stream, o.version, &Message::Commit { handoff_id })
-                {
-                    tracing::warn!(target: events::COMMIT, %handoff_id, error = %e, "failed to send Commit to the incumbent; it may have crashed — the successor is the incumbent regardless, the handoff is committed");
-                }
-                self.crash_point(points::S_AFTER_COMMIT_SENT);
-                // Best effort: if this fails the next supervisor sees
-                // AwaitingReady and runs its standard recovery.
-                if let Err(e) = self.journal_record(journal(Phase::Committed), When::Coalesced) {
-                    tracing::warn!(target: events::JOURNAL, %handoff_id, error = %e, "journal Committed failed");
-                }
-                self.journal_clear(handoff_id);
-                self.crash_point(points::S_AFTER_JOURNAL_CLEAR);
-                tracing::info!(target: events::OUTCOME, %handoff_id, committed = true, successor_pid, "handoff committed");
-                Ok(HandoffOutcome {
-                    handoff_id,
-                    committed: true,
-                    abort_reason: None,
-                    child: Some(child),
-                })
-            }
-            other => {
-                let reason = match &other {
-                    Ok(m) => format!("expected Ready, got {}", short_name(m)),
-                    Err(Error::Timeout(s)) => format!("ready phase timed out waiting for {s}"),
-                    Err(e) => format!("ready read failed: {e}"),
-                };
-                tracing::warn!(target: events::ABORT, %handoff_id, cause = "not_ready", reason = %reason, "aborting handoff before commit");
-                send_best_effort_abort(&mut n_stream, n.version, handoff_id, reason.clone());
-                self.crash_point(points::S_AFTER_ABORT_SENT);
-                child_guard.kill_and_reap();
-                write_message(
-                    &mut o_stream,
-                    o.version,
-                    &Message::ResumeAfterAbort { handoff_id },
-                )?;
-                tracing::info!(target: events::RESUME, %handoff_id, "sent ResumeAfterAbort to O");
-                self.crash_point(points::S_AFTER_RESUME_SENT);
-                self.journal_record(journal(Phase::ResumingAfterAbort), When::Coalesced)?;
-                self.journal_clear(handoff_id);
-                tracing::info!(target: events::OUTCOME, %handoff_id, committed = false, reason = %reason, "handoff aborted");
-                Ok(HandoffOutcome {
-                    handoff_id,
-                    committed: false,
-                    abort_reason: Some(reason),
-                    child: None,
-                })
-            }
-        }
+        Ok((ChildGuard::new(child), s_end))
     }
 
     /// Call once before the first `perform_handoff` after a supervisor
@@ -645,90 +459,6 @@ impl Supervisor {
         answered.ok_or(last_err)
     }
 
-    /// Connect to the incumbent and exchange hellos. A `Refused` is retried
-    /// for at most `hello_read`: an incumbent may take a moment to notice
-    /// that a previous supervisor's session is over. Refused past that, a
-    /// second supervisor is alive, and the error says so.
-    fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(UnixStream, Peer)> {
-        let give_up_at = Instant::now() + self.timeouts.hello_read;
-        // Back off from 5 ms to 100 ms: each refusal is an event on the
-        // incumbent's side, so a refused retry loop must not flood it.
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let mut stream = UnixStream::connect(&self.socket_path)?;
-            match self.exchange_hello(&mut stream, handoff_id, Side::Incumbent, None) {
-                Ok(peer) => return Ok((stream, peer)),
-                Err(Error::Refused(reason)) if Instant::now() < give_up_at => {
-                    tracing::debug!(reason = %reason, "incumbent refused; retrying");
-                    // Pacing between attempts while the old session closes.
-                    std::thread::sleep(
-                        pause.min(give_up_at.saturating_duration_since(Instant::now())),
-                    );
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Receive the peer's `Hello`, answer `HelloAck` with the chosen version.
-    fn exchange_hello(
-        &self,
-        stream: &mut UnixStream,
-        handoff_id: HandoffId,
-        expected_role: Side,
-        expected_pid: Option<u32>,
-    ) -> Result<Peer> {
-        stream.set_read_timeout(Some(self.timeouts.hello_read.max(self.timeouts.min_read)))?;
-        let read_result = read_message(stream);
-        let _ = stream.set_read_timeout(None);
-        let (_v, peer_hello) = match read_result {
-            Ok(x) => x,
-            Err(Error::Io(e)) if is_timeout(&e) => return Err(Error::Timeout("peer Hello")),
-            Err(Error::PeerClosed(_)) => return Err(Error::PeerClosed("peer Hello")),
-            Err(e) => return Err(e),
-        };
-        let (role, pid, proto_min, proto_max) = match peer_hello {
-            Message::Hello {
-                role,
-                pid,
-                proto_min,
-                proto_max,
-                ..
-            } => (role, pid, proto_min, proto_max),
-            Message::Refused { reason } => return Err(Error::Refused(reason)),
-            other => {
-                return Err(Error::UnexpectedMessage {
-                    expected: "Hello",
-                    got: short_name(&other),
-                });
-            }
-        };
-        if role != expected_role {
-            return Err(Error::Protocol(format!(
-                "peer announced role {role:?}, expected {expected_role:?}"
-            )));
-        }
-        if let Some(expected) = expected_pid
-            && pid != expected
-        {
-            return Err(Error::PidMismatch {
-                expected,
-                announced: pid,
-            });
-        }
-        let version = negotiate_version(PROTO_MIN, PROTO_MAX, proto_min, proto_max)?;
-        write_message(
-            stream,
-            version,
-            &Message::HelloAck {
-                proto_version_chosen: version,
-                handoff_id,
-            },
-        )?;
-        Ok(Peer { version, pid })
-    }
-
     fn spawn_successor(&self, spec: &SpawnSpec, n_sock_fd: RawFd) -> Result<Child> {
         let sock_target_fd = 3 + self.listener_fds.len() as RawFd;
         let mut cmd = Command::new(&spec.binary);
@@ -745,64 +475,6 @@ impl Supervisor {
         // Listeners land at 3.., the control socket at 3 + n, nothing else.
         pass_listener_fds_on_spawn(&mut cmd, &self.listener_fds, Some(n_sock_fd));
         Ok(cmd.spawn()?)
-    }
-
-    /// Read frames until `pred` matches, skipping `Heartbeat` and
-    /// `SealProgress` (liveness signals, never what a caller waits for). Each
-    /// read waits at most `liveness` (any frame resets it); the whole call at
-    /// most `timeout`. Frames must carry `version` and `handoff_id`.
-    fn read_until(
-        &self,
-        stream: &mut UnixStream,
-        version: ProtoVersion,
-        handoff_id: HandoffId,
-        timeout: Duration,
-        awaiting: &'static str,
-        pred: impl Fn(&Message) -> bool,
-    ) -> Result<Message> {
-        let t = &self.timeouts;
-        let deadline = Instant::now() + timeout.max(t.min_read);
-        let result = loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(Error::Timeout(awaiting));
-            }
-            let recv_timeout = t.liveness.min(deadline - now).max(t.min_read);
-            stream.set_read_timeout(Some(recv_timeout))?;
-            match read_message(stream) {
-                Ok((v, _)) if v != version => {
-                    break Err(Error::WrongFrameVersion {
-                        expected: version,
-                        got: v,
-                    });
-                }
-                Ok((_, Message::Heartbeat { .. } | Message::SealProgress { .. })) => continue,
-                Ok((_, msg)) => {
-                    if let Err(e) = check_handoff_id(handoff_id, &msg) {
-                        break Err(e);
-                    }
-                    if pred(&msg) {
-                        break Ok(msg);
-                    }
-                    break Err(Error::UnexpectedMessage {
-                        expected: awaiting,
-                        got: short_name(&msg),
-                    });
-                }
-                Err(Error::Io(e)) if is_timeout(&e) => break Err(Error::Timeout(awaiting)),
-                Err(Error::PeerClosed(_)) => break Err(Error::PeerClosed(awaiting)),
-                Err(e) => break Err(e),
-            }
-        };
-        let _ = stream.set_read_timeout(None);
-        result
-    }
-
-    fn remaining_until(&self, deadline: Instant) -> Duration {
-        deadline
-            .checked_duration_since(Instant::now())
-            .unwrap_or(self.timeouts.min_read)
-            .max(self.timeouts.min_read)
     }
 
     /// Check that the journal's directory exists and that this process may
@@ -846,18 +518,18 @@ impl Supervisor {
     /// Record a journal phase for the background writer and go on (see
     /// [`crate::journal_writer`]): it starts on it `when` said. Fails with
     /// an earlier background failure.
-    fn journal_record(&self, entry: JournalEntry, when: When) -> Result<()> {
+    fn journal_record(&self, entry: StateJournal, when: When) -> Result<()> {
         let Some(writer) = &self.journal else {
             return Ok(());
         };
-        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.handoff_id);
-        let result = writer.record(JournalOp::Write(entry.to_journal()), when);
-        tracing::info!(target: events::JOURNAL, handoff_id = %entry.handoff_id, phase = ?entry.phase, "journal phase recorded; the background writer makes it durable");
+        let (handoff_id, phase) = (entry.handoff_id, entry.phase);
+        let result = writer.record(JournalOp::Write(entry), when);
+        tracing::info!(target: events::JOURNAL, %handoff_id, phase = ?phase, "journal phase recorded; the background writer makes it durable");
         result
     }
 
     /// Wait until `entry`, recorded earlier, is durable.
-    fn journal_flush(&self, entry: JournalEntry) -> Result<()> {
+    fn journal_flush(&self, entry: &StateJournal) -> Result<()> {
         let Some(writer) = &self.journal else {
             return Ok(());
         };
@@ -871,7 +543,6 @@ impl Supervisor {
         let Some(writer) = &self.journal else {
             return;
         };
-        *self.journal_owned.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match writer.record(JournalOp::Clear, When::Coalesced) {
             Ok(()) => {
                 tracing::info!(target: events::JOURNAL, %handoff_id, phase = "cleared", "journal clear recorded; the background writer makes it durable")
@@ -912,28 +583,6 @@ impl Supervisor {
     }
 }
 
-#[derive(Clone, Copy)]
-struct JournalEntry {
-    handoff_id: HandoffId,
-    phase: Phase,
-    incumbent_pid: u32,
-    successor_pid: u32,
-    started_unix_ms: u64,
-}
-
-impl JournalEntry {
-    fn to_journal(self) -> StateJournal {
-        StateJournal {
-            handoff_id: self.handoff_id,
-            phase: self.phase,
-            // The incumbent's pid from its Hello (the seed wrote S's own).
-            incumbent_pid: self.incumbent_pid,
-            successor_pid: Some(self.successor_pid),
-            started_at_unix_ms: self.started_unix_ms,
-        }
-    }
-}
-
 /// Variables a child must never inherit from the supervisor's own
 /// environment: the handoff envelope is set explicitly per child, and crash
 /// points are armed per process.
@@ -955,24 +604,36 @@ fn strip_handoff_env(cmd: &mut Command) {
     }
 }
 
-/// Best-effort `Abort` to a successor we are about to kill; a failure is
-/// expected (N may be dead) but logged, so a diverging view is visible.
-fn send_best_effort_abort(
-    stream: &mut UnixStream,
-    version: ProtoVersion,
-    handoff_id: HandoffId,
-    reason: String,
-) {
-    if let Err(e) = write_message(
-        stream,
-        version,
-        &Message::Abort {
-            handoff_id,
-            reason: reason.clone(),
-        },
-    ) {
-        tracing::warn!(target: events::ABORT, %handoff_id, reason = %reason, error = %e, "best-effort Abort to the successor failed; it will be killed and reaped anyway");
+/// The stream to `side`, once there is one.
+fn stream_of<'a>(
+    side: Side,
+    o: &'a mut Option<UnixStream>,
+    n: &'a mut Option<UnixStream>,
+) -> Result<&'a mut UnixStream> {
+    let stream = match side {
+        Side::Incumbent => o.as_mut(),
+        Side::Successor => n.as_mut(),
+    };
+    stream.ok_or_else(|| Error::Protocol(format!("BUG: no connection to the {side:?} yet")))
+}
+
+/// Read one frame, giving up at `until`.
+fn read_until(stream: &mut UnixStream, until: Instant) -> Input {
+    // A zero read timeout means "block": never pass one.
+    let timeout = until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    if let Err(e) = stream.set_read_timeout(Some(timeout)) {
+        return Input::ReadFailed(e.into());
     }
+    let input = match read_message(stream) {
+        Ok((version, msg)) => Input::Frame { version, msg },
+        Err(Error::Io(e)) if is_timeout(&e) => Input::Timeout,
+        Err(Error::PeerClosed(_)) => Input::Closed,
+        Err(e) => Input::ReadFailed(e),
+    };
+    let _ = stream.set_read_timeout(None);
+    input
 }
 
 /// A connected pair of Unix stream sockets, both close-on-exec: the child's

@@ -125,14 +125,17 @@ fn seal_failure_keeps_the_flock_and_resumes() {
 #[test]
 fn a_supervisor_lost_after_the_seal_makes_the_incumbent_retake_the_flock() {
     let f = start(false, Duration::ZERO);
-    let (s, _id) = sealed_session(&f.sock);
-    drop(s);
+    let (mut s, _id) = sealed_session(&f.sock);
+    // The supervisor goes away: the incumbent sees the end of the stream.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     f.calls
         .wait_until("resume after the supervisor vanished", |c| {
             c.log.contains(&"resume")
         });
     assert!(is_locked(&f.data).unwrap());
-    // It serves sessions again.
+    // The session is over once the incumbent closes its side; only then
+    // is a new supervisor not a second session.
+    assert_closed_without_heartbeats(&mut s, "the supervisor vanished");
     let _ = session(&f.sock);
 }
 

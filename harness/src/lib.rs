@@ -36,6 +36,7 @@ pub mod client;
 pub mod eventlog;
 pub mod evidence;
 pub mod exit_code;
+pub mod explore;
 pub mod fixture;
 pub mod impostor;
 pub mod invariants;
