@@ -25,7 +25,6 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -254,17 +253,21 @@ impl Incumbent {
         // it (on every way out of this function) stops and joins it.
         let heartbeat = Heartbeat::start()?;
         let listener = Arc::new(self.listener.try_clone()?);
-        let busy = Arc::new(AtomicBool::new(false));
-        let current: Arc<Mutex<Option<HandoffId>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::new(SessionSlot::default());
         let (tx, rx) = mpsc::sync_channel::<UnixStream>(0);
         let acceptor = {
             let listener = Arc::clone(&listener);
-            let busy = Arc::clone(&busy);
-            let current = Arc::clone(&current);
+            let slot = Arc::clone(&slot);
             let allow_other_uids = self.config.allow_other_uids;
+            // A supervisor that connects just as the previous session ends
+            // (it closed its side, the incumbent is still resuming) waits
+            // for that end instead of being refused; well inside the
+            // supervisor's wait for Hello, so a real second supervisor
+            // still gets its clear refusal.
+            let end_grace = (self.config.hello_timeout / 4).min(SESSION_END_GRACE);
             thread::Builder::new()
                 .name("handoff-control".into())
-                .spawn(move || accept_loop(&listener, &busy, &current, allow_other_uids, tx))?
+                .spawn(move || accept_loop(&listener, &slot, end_grace, allow_other_uids, tx))?
         };
 
         let result = loop {
@@ -278,9 +281,8 @@ impl Incumbent {
             // stream) may connect again at once and must not be refused as
             // a second session.
             let held_open = stream.try_clone().ok();
-            let end = self.session(stream, drainable, &current, &heartbeat);
-            *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            busy.store(false, Ordering::SeqCst);
+            let end = self.session(stream, drainable, &slot, &heartbeat);
+            slot.release();
             drop(held_open);
             match end {
                 SessionEnd::Continue => continue,
@@ -307,7 +309,7 @@ impl Incumbent {
         &mut self,
         mut stream: UnixStream,
         drainable: &mut D,
-        current: &Mutex<Option<HandoffId>>,
+        slot: &SessionSlot,
         heartbeat: &Heartbeat,
     ) -> SessionEnd {
         let cfg = self.config.clone();
@@ -356,7 +358,7 @@ impl Incumbent {
                     Err(e) => Input::ReadFailed(e),
                 },
                 Action::SetCurrent(handoff_id) => {
-                    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handoff_id);
+                    slot.lock().current = Some(handoff_id);
                     Input::Done
                 }
                 Action::Drain { deadline } => {
@@ -387,8 +389,12 @@ impl Incumbent {
                     }
                     Input::Done
                 }
-                Action::RetakeFlock { give_up_at } => Input::Retake(self.retake_lock(give_up_at)),
+                Action::RetakeFlock { give_up_at } => {
+                    slot.lock().winding_up = true;
+                    Input::Retake(self.retake_lock(give_up_at))
+                }
                 Action::Resume => {
+                    slot.lock().winding_up = true;
                     drainable.resume_after_abort();
                     Input::Done
                 }
@@ -605,12 +611,66 @@ impl HeartbeatShared {
     }
 }
 
+/// Upper bound on how long a connecting supervisor waits for the session in
+/// progress to end before it is refused (a quarter of the hello timeout when
+/// that is shorter).
+const SESSION_END_GRACE: Duration = Duration::from_millis(250);
+
+/// The one supervisor session an incumbent runs at a time, shared by the
+/// session loop (which releases it) and the acceptor (which claims it, or
+/// refuses a second supervisor).
+#[derive(Default)]
+struct SessionSlot {
+    state: Mutex<SlotState>,
+    /// Signalled when a session ends.
+    ended: Condvar,
+}
+
+/// What the acceptor knows of the session in progress.
+#[derive(Default, Clone, Copy)]
+struct SlotState {
+    busy: bool,
+    /// The handoff of the session in progress, once its supervisor said it.
+    current: Option<HandoffId>,
+    /// The session is winding up: the incumbent resumes or retakes its flock.
+    winding_up: bool,
+}
+
+impl SessionSlot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim the slot for a new session, waiting up to `grace` for the one in
+    /// progress to end; `Err` with what that session is when it does not.
+    fn claim_within(&self, grace: Duration) -> std::result::Result<(), SlotState> {
+        let (mut state, _) = self
+            .ended
+            .wait_timeout_while(self.lock(), grace, |s| s.busy)
+            .unwrap_or_else(|p| p.into_inner());
+        if state.busy {
+            return Err(*state);
+        }
+        *state = SlotState {
+            busy: true,
+            ..SlotState::default()
+        };
+        Ok(())
+    }
+
+    /// The session is over: the next supervisor may have the slot.
+    fn release(&self) {
+        *self.lock() = SlotState::default();
+        self.ended.notify_all();
+    }
+}
+
 /// Accept supervisor connections; hand one at a time to the session loop and
 /// refuse the rest while it is busy.
 fn accept_loop(
     listener: &UnixListener,
-    busy: &AtomicBool,
-    current: &Mutex<Option<HandoffId>>,
+    slot: &SessionSlot,
+    end_grace: Duration,
     allow_other_uids: bool,
     tx: mpsc::SyncSender<UnixStream>,
 ) {
@@ -658,12 +718,17 @@ fn accept_loop(
                 }
             }
         }
-        if busy.swap(true, Ordering::SeqCst) {
-            let reason = match *current.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(id) => {
+        if let Err(busy) = slot.claim_within(end_grace) {
+            let reason = match (busy.current, busy.winding_up) {
+                (Some(id), true) => format!(
+                    "the session of handoff {id} is ending (the incumbent is resuming); retry in a moment"
+                ),
+                (Some(id), false) => {
                     format!("another supervisor is driving handoff {id}; retry when it ends")
                 }
-                None => "another supervisor session is in progress; retry when it ends".to_string(),
+                (None, _) => {
+                    "another supervisor session is in progress; retry when it ends".to_string()
+                }
             };
             tracing::warn!(target: events::INCUMBENT_REFUSED, reason = %reason, "refused a second supervisor");
             refuse(stream, reason);

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use handoff::lock::is_locked;
-use handoff::{HandoffId, Message, ServeOutcome};
+use handoff::{HandoffId, Message, ServeOutcome, Side};
 
 use incumbent_support::*;
 
@@ -137,6 +137,36 @@ fn a_supervisor_lost_after_the_seal_makes_the_incumbent_retake_the_flock() {
     // is a new supervisor not a second session.
     assert_closed_without_heartbeats(&mut s, "the supervisor vanished");
     let _ = session(&f.sock);
+}
+
+/// Regression: a supervisor that connected while the previous session was
+/// still winding up (its supervisor gone, the service resuming) was refused
+/// as a second supervisor. It now waits for that session to end.
+#[test]
+fn a_supervisor_that_connects_while_the_last_session_winds_up_is_not_refused() {
+    let f = start_with(Options {
+        hold_resume: true,
+        ..Options::default()
+    });
+    let (s, _id) = sealed_session(&f.sock);
+    drop(s);
+    f.calls
+        .wait_until("resume after the supervisor vanished", |c| {
+            c.log.contains(&"resume")
+        });
+    // The session is still in progress (the resume is held): connect now.
+    let mut next = UnixStream::connect(&f.sock).unwrap();
+    next.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    match handoff::frame::read_message(&mut next) {
+        Err(handoff::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("expected the connection to wait for the session's end, got {other:?}"),
+    }
+    f.calls.release_resume();
+    match read(&mut next) {
+        Message::Hello { role, .. } => assert_eq!(role, Side::Incumbent),
+        m => panic!("expected Hello once the last session ended, got {m:?}"),
+    }
 }
 
 #[test]

@@ -20,6 +20,8 @@ pub struct Calls {
     pub log: Vec<&'static str>,
     /// `Incumbent::serve` returned.
     pub serve_returned: bool,
+    /// A held `resume_after_abort` may return (see `Options::hold_resume`).
+    pub resume_released: bool,
 }
 
 impl Calls {
@@ -50,6 +52,11 @@ impl CallLog {
         self.update(|c| c.log.push(call));
     }
 
+    /// Let a held `resume_after_abort` return.
+    pub fn release_resume(&self) {
+        self.update(|c| c.resume_released = true);
+    }
+
     /// Wait until `cond` holds, or fail naming `what` after 5 s.
     pub fn wait_until(&self, what: &str, mut cond: impl FnMut(&Calls) -> bool) {
         let calls = self.calls.lock().unwrap();
@@ -66,6 +73,7 @@ pub struct TestService {
     fail_seal: bool,
     drain_for: Duration,
     seal_for: Duration,
+    hold_resume: bool,
 }
 
 impl Drainable for TestService {
@@ -95,6 +103,10 @@ impl Drainable for TestService {
     }
     fn resume_after_abort(&mut self) {
         self.calls.push("resume");
+        if self.hold_resume {
+            self.calls
+                .wait_until("the test to release the resume", |c| c.resume_released);
+        }
     }
 }
 
@@ -132,6 +144,9 @@ pub struct Options {
     pub drain_for: Duration,
     pub seal_for: Duration,
     pub heartbeat_interval: Duration,
+    /// `resume_after_abort` returns only once the test calls
+    /// `CallLog::release_resume`: a resume that takes a while.
+    pub hold_resume: bool,
 }
 
 impl Default for Options {
@@ -141,6 +156,7 @@ impl Default for Options {
             drain_for: Duration::ZERO,
             seal_for: Duration::ZERO,
             heartbeat_interval: config().heartbeat_interval,
+            hold_resume: false,
         }
     }
 }
@@ -171,6 +187,7 @@ pub fn start_with(options: Options) -> Fixture {
         fail_seal: options.fail_seal,
         drain_for: options.drain_for,
         seal_for: options.seal_for,
+        hold_resume: options.hold_resume,
     };
     let serve = std::thread::spawn(move || {
         let outcome = incumbent.serve(&mut service);
