@@ -29,6 +29,10 @@
 //! delay_ms = 100
 //! burst = 5                # at most `burst` restarts per `interval_ms`,
 //! interval_ms = 10000      # then the daemon gives up and exits 1
+//!
+//! [rollback]               # a committed build that dies on probation
+//! probation_ms = 30000     # is replaced by the build it replaced
+//! enabled = true
 //! ```
 //!
 //! Relative paths (sockets, journal, and a binary containing `/`) are
@@ -67,6 +71,19 @@ pub struct DaemonConfig {
     pub timeouts: Timeouts,
     /// What to do when the incumbent dies outside a handoff.
     pub restart: Restart,
+    /// What to do when a newly committed build dies soon after its commit.
+    pub rollback: Rollback,
+}
+
+/// Rollback of a bad build: an incumbent that dies within `probation` of
+/// the commit that made its binary the service's binary is replaced by the
+/// previous binary rather than restarted as itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// False: such a death is a plain restart.
+    pub enabled: bool,
+    /// How long after a commit a death counts against the new build.
+    pub probation: Duration,
 }
 
 /// Every timeout of the daemon; `None` keeps the library's default.
@@ -130,6 +147,15 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     restart: RawRestart,
+    #[serde(default)]
+    rollback: RawRollback,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    enabled: Option<bool>,
+    probation_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +249,11 @@ impl DaemonConfig {
             },
             interval: ms(r.interval_ms, "restart.interval_ms")?.unwrap_or(Duration::from_secs(10)),
         };
+        let rollback = Rollback {
+            enabled: raw.rollback.enabled.unwrap_or(true),
+            probation: ms(raw.rollback.probation_ms, "rollback.probation_ms")?
+                .unwrap_or(Duration::from_secs(30)),
+        };
         Ok(DaemonConfig {
             control_socket: resolve(raw.control_socket),
             trigger_socket: resolve(raw.trigger_socket),
@@ -234,6 +265,7 @@ impl DaemonConfig {
             env: string_table(raw.service.env, "service.env")?,
             timeouts,
             restart,
+            rollback,
         })
     }
 
@@ -348,6 +380,8 @@ stop_timeout_ms = 300
 [restart]
 policy = "on-failure"
 burst = 3
+[rollback]
+probation_ms = 1500
 "#;
 
     #[test]
@@ -369,6 +403,8 @@ burst = 3
         assert_eq!(c.restart.policy, RestartPolicy::OnFailure);
         assert_eq!(c.restart.burst, 3);
         assert_eq!(c.restart.delay, Duration::from_millis(100));
+        assert_eq!(c.rollback.probation, Duration::from_millis(1500));
+        assert!(c.rollback.enabled);
     }
 
     #[test]
@@ -379,6 +415,7 @@ burst = 3
         assert_eq!(c.binary, Path::new("svc"));
         assert!(c.listeners.is_empty());
         assert_eq!(c.timeouts.deadline, Duration::from_secs(300));
+        assert_eq!(c.rollback.probation, Duration::from_secs(30));
     }
 
     #[test]
@@ -396,6 +433,10 @@ burst = 3
                 "listeners.admin",
             ),
             (FULL.replace("burst = 3", "burst = 0"), "restart.burst"),
+            (
+                FULL.replace("probation_ms = 1500", "probation_ms = 0"),
+                "rollback.probation_ms",
+            ),
         ];
         for (text, needle) in cases {
             let e = DaemonConfig::parse(&text, Path::new("/")).unwrap_err();
