@@ -1022,7 +1022,11 @@ impl Daemon {
 
     fn announce_ready(&mut self, pid: u32) {
         let mut line = format!("serving: incumbent pid {pid} ({})", self.binary.display());
-        if let Some(bad) = self.rolled_back.as_ref().and_then(|r| r["bad_binary"].as_str()) {
+        if let Some(bad) = self
+            .rolled_back
+            .as_ref()
+            .and_then(|r| r["bad_binary"].as_str())
+        {
             line.push_str(&format!("; rolled back from {bad}"));
         }
         if self.ready_sent {
