@@ -6,8 +6,9 @@
 //! journal = "/var/lib/svc/handoff.journal"   # optional
 //! build_id = "supervisor-1"                  # optional, for logs
 //!
-//! [listeners]              # name = "host:port", in FD order; with
-//! http = "0.0.0.0:8080"    # LISTEN_FDS the inherited names must match
+//! [listeners]              # name = "host:port" or a Unix socket path
+//! http = "0.0.0.0:8080"    # ("/path" or "unix:/path"), in FD order; with
+//! api = "unix:/run/svc/api.sock"  # LISTEN_FDS the inherited names must match
 //!
 //! [service]
 //! binary = "/usr/bin/svc"
@@ -59,7 +60,8 @@ pub struct DaemonConfig {
     pub journal: Option<PathBuf>,
     /// Build identity, for logs.
     pub build_id: Option<String>,
-    /// `(name, host:port)` in FD order.
+    /// `(name, address)` in FD order: `host:port`, or a Unix socket path
+    /// (see [`unix_path`]).
     pub listeners: Vec<(String, String)>,
     /// The service binary.
     pub binary: PathBuf,
@@ -315,9 +317,22 @@ fn string_table(table: toml::Table, key: &str) -> Result<Vec<(String, String)>, 
 fn check_listener_address(name: &str, addr: &str) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
-            "listeners.{name} = {addr:?}: {why} (want \"host:port\")"
+            "listeners.{name} = {addr:?}: {why} (want \"host:port\", \"/path\" or \"unix:/path\")"
         ))
     };
+    if let Some(path) = addr
+        .strip_prefix("unix:")
+        .or(addr.starts_with('/').then_some(addr))
+    {
+        if !path.starts_with('/') {
+            return bad("a Unix socket path must be absolute");
+        }
+        // sun_path holds 108 bytes, the last one a NUL.
+        if path.len() > 107 {
+            return bad("a Unix socket path is at most 107 bytes");
+        }
+        return Ok(());
+    }
     let Some((host, port)) = addr.rsplit_once(':') else {
         return bad("no port");
     };
@@ -341,6 +356,14 @@ fn check_listener_address(name: &str, addr: &str) -> Result<(), String> {
         return bad(&format!("{host:?} is not an IPv6 address"));
     }
     Ok(())
+}
+
+/// The path of a Unix-socket listener address (`/path` or `unix:/path`),
+/// `None` for `host:port`.
+pub fn unix_path(addr: &str) -> Option<&Path> {
+    addr.strip_prefix("unix:")
+        .or(addr.starts_with('/').then_some(addr))
+        .map(Path::new)
 }
 
 fn check_listener_name(name: &str) -> Result<(), String> {
@@ -369,6 +392,8 @@ journal = "handoff.journal"
 [listeners]
 web = "127.0.0.1:8080"
 admin = "127.0.0.1:8081"
+api = "unix:/run/svc/api.sock"
+raw = "/run/svc/raw.sock"
 [service]
 binary = "bin/svc"
 args = ["--x", "1"]
@@ -395,7 +420,20 @@ probation_ms = 1500
         );
         assert_eq!(c.binary, Path::new("/etc/svc/bin/svc"));
         let names: Vec<_> = c.listeners.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["web", "admin"], "FD order is file order");
+        assert_eq!(
+            names,
+            ["web", "admin", "api", "raw"],
+            "FD order is file order"
+        );
+        assert_eq!(
+            unix_path(&c.listeners[2].1),
+            Some(Path::new("/run/svc/api.sock"))
+        );
+        assert_eq!(
+            unix_path(&c.listeners[3].1),
+            Some(Path::new("/run/svc/raw.sock"))
+        );
+        assert_eq!(unix_path(&c.listeners[0].1), None);
         assert_eq!(c.env, [("B".into(), "2".into()), ("A".into(), "1".into())]);
         assert_eq!(c.timeouts.drain_grace, Duration::from_millis(250));
         assert_eq!(c.timeouts.stop, Duration::from_millis(300));
@@ -433,6 +471,10 @@ probation_ms = 1500
                 "listeners.admin",
             ),
             (FULL.replace("burst = 3", "burst = 0"), "restart.burst"),
+            (
+                FULL.replace("unix:/run/svc/api.sock", "unix:api.sock"),
+                "listeners.api",
+            ),
             (
                 FULL.replace("probation_ms = 1500", "probation_ms = 0"),
                 "rollback.probation_ms",
