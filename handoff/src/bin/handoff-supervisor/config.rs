@@ -490,7 +490,7 @@ probation_ms = 1500
     fn inherited_names_must_match_configured_ones() {
         let c = DaemonConfig::parse(FULL, Path::new("/")).unwrap();
         assert!(
-            c.check_inherited_names(&["admin".into(), "web".into()])
+            c.check_inherited_names(&["raw".into(), "admin".into(), "api".into(), "web".into()])
                 .is_ok()
         );
         let e = c.check_inherited_names(&["unknown".into()]).unwrap_err();
