@@ -12,7 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use daemon_support::{DEADLINE, Setup, http_get, served_by, trigger_line, wait_for};
+use daemon_support::{
+    DEADLINE, Setup, http_get, notifications_until, served_by, trigger_line, wait_for,
+};
 
 /// Set (to the daemon's trigger socket) only in the bad build's process.
 const BAD_BUILD: &str = "DAEMON_ROLLBACK_BAD_BUILD";
@@ -70,7 +72,14 @@ fn a_build_that_dies_after_its_commit_is_rolled_back_with_no_refused_connection(
     std::fs::write(&bad, script).expect("write the bad build");
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
-    let mut daemon = setup.start();
+    let notify =
+        std::os::unix::net::UnixDatagram::bind(setup.path("notify.sock")).expect("notify socket");
+    let child = setup
+        .daemon_command()
+        .env("NOTIFY_SOCKET", setup.path("notify.sock"))
+        .spawn()
+        .expect("spawn the daemon");
+    let mut daemon = setup.adopt(child);
     let good = setup.binary.display().to_string();
     let addr = daemon.listener_addr("http");
 
@@ -120,6 +129,10 @@ fn a_build_that_dies_after_its_commit_is_rolled_back_with_no_refused_connection(
         served.contains(&restored),
         "no client reached pid {restored}"
     );
+    let rolling_back = format!("rolling back from {}", bad.display());
+    notifications_until(&notify, "STATUS= naming the rollback", |m| {
+        m.contains("STATUS=") && m.contains(&rolling_back)
+    });
     let events = std::fs::read_to_string(setup.path("events.jsonl")).unwrap_or_default();
     assert!(
         events.contains("handoff.daemon.rolled_back"),
