@@ -122,8 +122,30 @@ fn a_build_that_dies_after_its_commit_is_rolled_back_with_no_refused_connection(
         (http_get(&addr).ok().map(|b| served_by(&b)) == Some(restored)).then_some(())
     });
 
+    // No loop: the restored build dying too is a plain restart of it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restored as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the restored incumbent");
+    let status = daemon.wait_status("a plain restart of the restored build", |s| {
+        s["state"] == "serving" && s["incumbent_pid"].as_u64() != Some(u64::from(restored))
+    });
+    assert_eq!(status["binary"], good.as_str(), "{status}");
+    assert_eq!(status["rollbacks"], 1, "{status}");
+    let restarted = status["incumbent_pid"].as_u64().expect("incumbent pid") as u32;
+    wait_for("a client served by the restarted build", DEADLINE, || {
+        (http_get(&addr).ok().map(|b| served_by(&b)) == Some(restarted)).then_some(())
+    });
+
     stop.store(true, Ordering::Relaxed);
     let (served, failed) = clients.join().expect("client thread");
+    eprintln!(
+        "clients: {} served ({} by the restored build), {} failed",
+        served.len(),
+        served.iter().filter(|p| **p == restored).count(),
+        failed.len()
+    );
     assert!(failed.is_empty(), "refused or failed: {failed:?}");
     assert!(
         served.contains(&restored),
