@@ -122,22 +122,6 @@ fn a_build_that_dies_after_its_commit_is_rolled_back_with_no_refused_connection(
         (http_get(&addr).ok().map(|b| served_by(&b)) == Some(restored)).then_some(())
     });
 
-    // No loop: the restored build dying too is a plain restart of it.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(restored as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the restored incumbent");
-    let status = daemon.wait_status("a plain restart of the restored build", |s| {
-        s["state"] == "serving" && s["incumbent_pid"].as_u64() != Some(u64::from(restored))
-    });
-    assert_eq!(status["binary"], good.as_str(), "{status}");
-    assert_eq!(status["rollbacks"], 1, "{status}");
-    let restarted = status["incumbent_pid"].as_u64().expect("incumbent pid") as u32;
-    wait_for("a client served by the restarted build", DEADLINE, || {
-        (http_get(&addr).ok().map(|b| served_by(&b)) == Some(restarted)).then_some(())
-    });
-
     stop.store(true, Ordering::Relaxed);
     let (served, failed) = clients.join().expect("client thread");
     eprintln!(
@@ -155,6 +139,23 @@ fn a_build_that_dies_after_its_commit_is_rolled_back_with_no_refused_connection(
     notifications_until(&notify, "STATUS= naming the rollback", |m| {
         m.contains("STATUS=") && m.contains(&rolling_back)
     });
+    // No loop: the restored build dying too is a plain restart of it. (A
+    // SIGKILL drops the requests it had accepted: the clients stopped above.)
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restored as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the restored incumbent");
+    let status = daemon.wait_status("a plain restart of the restored build", |s| {
+        s["state"] == "serving" && s["incumbent_pid"].as_u64() != Some(u64::from(restored))
+    });
+    assert_eq!(status["binary"], good.as_str(), "{status}");
+    assert_eq!(status["rollbacks"], 1, "{status}");
+    let restarted = status["incumbent_pid"].as_u64().expect("incumbent pid") as u32;
+    wait_for("a client served by the restarted build", DEADLINE, || {
+        (http_get(&addr).ok().map(|b| served_by(&b)) == Some(restarted)).then_some(())
+    });
+
     let events = std::fs::read_to_string(setup.path("events.jsonl")).unwrap_or_default();
     assert!(
         events.contains("handoff.daemon.rolled_back"),
