@@ -59,6 +59,10 @@ fn check_catches_every_bad_config_and_names_what_is_wrong() {
     let http = http.to_str().unwrap();
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_line = format!("http = \"{}\"", busy.local_addr().unwrap());
+    let busy_unix_path = dir.path().join("busy.sock");
+    let _busy_unix = std::os::unix::net::UnixListener::bind(&busy_unix_path).unwrap();
+    let busy_unix_line = format!("api = \"unix:{}\"", busy_unix_path.display());
+    let file_unix_line = format!("api = \"{}\"", dir.path().join("plain-file").display());
     std::fs::write(dir.path().join("plain-file"), b"").unwrap();
     let not_executable = dir.path().join("not-executable");
     std::fs::write(&not_executable, b"#!/bin/sh\n").unwrap();
@@ -98,6 +102,30 @@ fn check_catches_every_bad_config_and_names_what_is_wrong() {
                 ..good(http)
             },
             &["listeners.http", "in use", "pick another port"],
+        ),
+        (
+            "a Unix socket path another process listens on",
+            Config {
+                listeners: &busy_unix_line,
+                ..good(http)
+            },
+            &["listeners.api", "busy.sock", "a process listens there"],
+        ),
+        (
+            "a Unix socket path that is a plain file",
+            Config {
+                listeners: &file_unix_line,
+                ..good(http)
+            },
+            &["listeners.api", "plain-file", "not a socket"],
+        ),
+        (
+            "a relative Unix socket path",
+            Config {
+                listeners: "api = \"unix:api.sock\"",
+                ..good(http)
+            },
+            &["listeners.api", "must be absolute"],
         ),
         (
             "the same address twice",

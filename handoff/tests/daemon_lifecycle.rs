@@ -13,41 +13,12 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Instant;
 
-use daemon_support::{DEADLINE, Setup, alive, http_get, served_by, wait_exit};
+use daemon_support::{DEADLINE, Setup, alive, http_get, notifications_until, served_by, wait_exit};
 
 fn incumbent_pid(status: &serde_json::Value) -> u32 {
     status["incumbent_pid"]
         .as_u64()
         .unwrap_or_else(|| panic!("no incumbent in {status}")) as u32
-}
-
-/// Datagrams received on a fake `$NOTIFY_SOCKET`, until one satisfies
-/// `pred` (bounded).
-fn notifications_until(
-    socket: &UnixDatagram,
-    what: &str,
-    pred: impl Fn(&str) -> bool,
-) -> Vec<String> {
-    let until = Instant::now() + DEADLINE;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no sd_notify datagram with {what}; got {seen:?}"
-        );
-        socket.set_read_timeout(Some(left)).unwrap();
-        let Ok(n) = socket.recv(&mut buf) else {
-            panic!("no sd_notify datagram with {what}; got {seen:?}");
-        };
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let done = pred(&text);
-        seen.push(text);
-        if done {
-            return seen;
-        }
-    }
 }
 
 #[test]

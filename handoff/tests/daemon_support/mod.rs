@@ -383,3 +383,32 @@ pub fn served_by(body: &str) -> u32 {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected body {body:?}"))
 }
+
+/// Datagrams received on a fake `$NOTIFY_SOCKET`, until one satisfies
+/// `pred` (bounded).
+pub fn notifications_until(
+    socket: &std::os::unix::net::UnixDatagram,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let until = std::time::Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no sd_notify datagram with {what}; got {seen:?}"
+        );
+        socket.set_read_timeout(Some(left)).unwrap();
+        let Ok(n) = socket.recv(&mut buf) else {
+            panic!("no sd_notify datagram with {what}; got {seen:?}");
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = pred(&text);
+        seen.push(text);
+        if done {
+            return seen;
+        }
+    }
+}

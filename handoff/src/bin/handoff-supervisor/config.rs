@@ -6,8 +6,9 @@
 //! journal = "/var/lib/svc/handoff.journal"   # optional
 //! build_id = "supervisor-1"                  # optional, for logs
 //!
-//! [listeners]              # name = "host:port", in FD order; with
-//! http = "0.0.0.0:8080"    # LISTEN_FDS the inherited names must match
+//! [listeners]              # name = "host:port" or a Unix socket path
+//! http = "0.0.0.0:8080"    # ("/path" or "unix:/path"), in FD order; with
+//! api = "unix:/run/svc/api.sock"  # LISTEN_FDS the inherited names must match
 //!
 //! [service]
 //! binary = "/usr/bin/svc"
@@ -29,6 +30,10 @@
 //! delay_ms = 100
 //! burst = 5                # at most `burst` restarts per `interval_ms`,
 //! interval_ms = 10000      # then the daemon gives up and exits 1
+//!
+//! [rollback]               # a committed build that dies on probation
+//! probation_ms = 30000     # is replaced by the build it replaced
+//! enabled = true
 //! ```
 //!
 //! Relative paths (sockets, journal, and a binary containing `/`) are
@@ -55,7 +60,8 @@ pub struct DaemonConfig {
     pub journal: Option<PathBuf>,
     /// Build identity, for logs.
     pub build_id: Option<String>,
-    /// `(name, host:port)` in FD order.
+    /// `(name, address)` in FD order: `host:port`, or a Unix socket path
+    /// (see [`unix_path`]).
     pub listeners: Vec<(String, String)>,
     /// The service binary.
     pub binary: PathBuf,
@@ -67,6 +73,19 @@ pub struct DaemonConfig {
     pub timeouts: Timeouts,
     /// What to do when the incumbent dies outside a handoff.
     pub restart: Restart,
+    /// What to do when a newly committed build dies soon after its commit.
+    pub rollback: Rollback,
+}
+
+/// Rollback of a bad build: an incumbent that dies within `probation` of
+/// the commit that made its binary the service's binary is replaced by the
+/// previous binary rather than restarted as itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// False: such a death is a plain restart.
+    pub enabled: bool,
+    /// How long after a commit a death counts against the new build.
+    pub probation: Duration,
 }
 
 /// Every timeout of the daemon; `None` keeps the library's default.
@@ -130,6 +149,15 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     restart: RawRestart,
+    #[serde(default)]
+    rollback: RawRollback,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    enabled: Option<bool>,
+    probation_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +251,11 @@ impl DaemonConfig {
             },
             interval: ms(r.interval_ms, "restart.interval_ms")?.unwrap_or(Duration::from_secs(10)),
         };
+        let rollback = Rollback {
+            enabled: raw.rollback.enabled.unwrap_or(true),
+            probation: ms(raw.rollback.probation_ms, "rollback.probation_ms")?
+                .unwrap_or(Duration::from_secs(30)),
+        };
         Ok(DaemonConfig {
             control_socket: resolve(raw.control_socket),
             trigger_socket: resolve(raw.trigger_socket),
@@ -234,6 +267,7 @@ impl DaemonConfig {
             env: string_table(raw.service.env, "service.env")?,
             timeouts,
             restart,
+            rollback,
         })
     }
 
@@ -283,9 +317,22 @@ fn string_table(table: toml::Table, key: &str) -> Result<Vec<(String, String)>, 
 fn check_listener_address(name: &str, addr: &str) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
-            "listeners.{name} = {addr:?}: {why} (want \"host:port\")"
+            "listeners.{name} = {addr:?}: {why} (want \"host:port\", \"/path\" or \"unix:/path\")"
         ))
     };
+    if let Some(path) = addr
+        .strip_prefix("unix:")
+        .or(addr.starts_with('/').then_some(addr))
+    {
+        if !path.starts_with('/') {
+            return bad("a Unix socket path must be absolute");
+        }
+        // sun_path holds 108 bytes, the last one a NUL.
+        if path.len() > 107 {
+            return bad("a Unix socket path is at most 107 bytes");
+        }
+        return Ok(());
+    }
     let Some((host, port)) = addr.rsplit_once(':') else {
         return bad("no port");
     };
@@ -309,6 +356,14 @@ fn check_listener_address(name: &str, addr: &str) -> Result<(), String> {
         return bad(&format!("{host:?} is not an IPv6 address"));
     }
     Ok(())
+}
+
+/// The path of a Unix-socket listener address (`/path` or `unix:/path`),
+/// `None` for `host:port`.
+pub fn unix_path(addr: &str) -> Option<&Path> {
+    addr.strip_prefix("unix:")
+        .or(addr.starts_with('/').then_some(addr))
+        .map(Path::new)
 }
 
 fn check_listener_name(name: &str) -> Result<(), String> {
@@ -337,6 +392,8 @@ journal = "handoff.journal"
 [listeners]
 web = "127.0.0.1:8080"
 admin = "127.0.0.1:8081"
+api = "unix:/run/svc/api.sock"
+raw = "/run/svc/raw.sock"
 [service]
 binary = "bin/svc"
 args = ["--x", "1"]
@@ -348,6 +405,8 @@ stop_timeout_ms = 300
 [restart]
 policy = "on-failure"
 burst = 3
+[rollback]
+probation_ms = 1500
 "#;
 
     #[test]
@@ -361,7 +420,20 @@ burst = 3
         );
         assert_eq!(c.binary, Path::new("/etc/svc/bin/svc"));
         let names: Vec<_> = c.listeners.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["web", "admin"], "FD order is file order");
+        assert_eq!(
+            names,
+            ["web", "admin", "api", "raw"],
+            "FD order is file order"
+        );
+        assert_eq!(
+            unix_path(&c.listeners[2].1),
+            Some(Path::new("/run/svc/api.sock"))
+        );
+        assert_eq!(
+            unix_path(&c.listeners[3].1),
+            Some(Path::new("/run/svc/raw.sock"))
+        );
+        assert_eq!(unix_path(&c.listeners[0].1), None);
         assert_eq!(c.env, [("B".into(), "2".into()), ("A".into(), "1".into())]);
         assert_eq!(c.timeouts.drain_grace, Duration::from_millis(250));
         assert_eq!(c.timeouts.stop, Duration::from_millis(300));
@@ -369,6 +441,8 @@ burst = 3
         assert_eq!(c.restart.policy, RestartPolicy::OnFailure);
         assert_eq!(c.restart.burst, 3);
         assert_eq!(c.restart.delay, Duration::from_millis(100));
+        assert_eq!(c.rollback.probation, Duration::from_millis(1500));
+        assert!(c.rollback.enabled);
     }
 
     #[test]
@@ -379,6 +453,7 @@ burst = 3
         assert_eq!(c.binary, Path::new("svc"));
         assert!(c.listeners.is_empty());
         assert_eq!(c.timeouts.deadline, Duration::from_secs(300));
+        assert_eq!(c.rollback.probation, Duration::from_secs(30));
     }
 
     #[test]
@@ -396,6 +471,14 @@ burst = 3
                 "listeners.admin",
             ),
             (FULL.replace("burst = 3", "burst = 0"), "restart.burst"),
+            (
+                FULL.replace("unix:/run/svc/api.sock", "unix:api.sock"),
+                "listeners.api",
+            ),
+            (
+                FULL.replace("probation_ms = 1500", "probation_ms = 0"),
+                "rollback.probation_ms",
+            ),
         ];
         for (text, needle) in cases {
             let e = DaemonConfig::parse(&text, Path::new("/")).unwrap_err();
@@ -407,7 +490,7 @@ burst = 3
     fn inherited_names_must_match_configured_ones() {
         let c = DaemonConfig::parse(FULL, Path::new("/")).unwrap();
         assert!(
-            c.check_inherited_names(&["admin".into(), "web".into()])
+            c.check_inherited_names(&["raw".into(), "admin".into(), "api".into(), "web".into()])
                 .is_ok()
         );
         let e = c.check_inherited_names(&["unknown".into()]).unwrap_err();

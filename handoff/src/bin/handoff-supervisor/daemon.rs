@@ -39,6 +39,14 @@
 //!   unit fails visibly. One that dies *during* a handoff is judged when the
 //!   handoff ends: a commit means the successor serves, anything else
 //!   restarts.
+//! - **Rollback**: a commit that changes the binary keeps the one it
+//!   replaced and starts a probation (`rollback.probation_ms`). An incumbent
+//!   that dies on probation, where a restart would follow, is restarted as
+//!   the previous binary instead (reported in `status` as `rolled_back`, in
+//!   STATUS= and as an event). The previous binary is then forgotten: if it
+//!   dies too, that is a plain restart of it under the same limits, so a
+//!   rollback never loops. A handoff to the same path starts no probation
+//!   (there is nothing else to go back to).
 //! - **Triggers**: `handoff [binary]` runs one handoff and replies when it
 //!   ends; a committed `binary` becomes the service's binary from then on
 //!   (restarts and later handoffs use it). `status` replies at once, even
@@ -87,6 +95,9 @@ pub mod events {
     pub const INCUMBENT_EXITED: &str = "handoff.daemon.incumbent_exited";
     /// A restart is scheduled (fields `delay_ms`, `restarts`).
     pub const RESTART: &str = "handoff.daemon.restart";
+    /// A committed build died on probation; the previous binary is started
+    /// instead (fields `bad_binary`, `binary`, `reason`, `after_commit_ms`).
+    pub const ROLLED_BACK: &str = "handoff.daemon.rolled_back";
     /// A trigger request arrived (fields `command`, `peer_pid`).
     pub const TRIGGER: &str = "handoff.daemon.trigger";
     /// A trigger connection was refused (another uid, too many, error).
@@ -214,6 +225,7 @@ struct Stats {
     aborted: u64,
     failed: u64,
     restarts: u64,
+    rollbacks: u64,
 }
 
 struct Daemon {
@@ -225,6 +237,13 @@ struct Daemon {
     tx: mpsc::Sender<Event>,
     /// The service's binary: the configured one, then each committed one.
     binary: PathBuf,
+    /// The binary the last binary-changing commit replaced, with the end of
+    /// that commit's probation; `None` once used or past.
+    previous: Option<(PathBuf, Instant)>,
+    /// When the last commit happened, for the rollback's report.
+    committed_at: Option<Instant>,
+    /// The last rollback, for `status`, until the next commit.
+    rolled_back: Option<serde_json::Value>,
     incumbent: Incumbent,
     retired: Vec<Retired>,
     operation: Option<Operation>,
@@ -425,6 +444,9 @@ fn start(cli: &DaemonCli) -> Result<(Daemon, mpsc::Receiver<Event>, TriggerServe
     );
     let daemon = Daemon {
         binary: config.binary.clone(),
+        previous: None,
+        committed_at: None,
+        rolled_back: None,
         supervisor: Arc::new(supervisor),
         timeouts,
         listeners,
@@ -696,6 +718,11 @@ impl Daemon {
                     // Not our child: it exits on Commit, its parent reaps it.
                     Incumbent::Adopted(_) | Incumbent::None => {}
                 }
+                let now = Instant::now();
+                self.previous = (binary != self.binary && self.config.rollback.enabled)
+                    .then(|| (self.binary.clone(), now + self.config.rollback.probation));
+                self.committed_at = Some(now);
+                self.rolled_back = None;
                 self.binary = binary;
                 let pid_text = pid.map_or_else(|| "unknown".into(), |p| p.to_string());
                 self.last_handoff = Some(serde_json::json!({
@@ -814,9 +841,19 @@ impl Daemon {
         });
     }
 
-    /// The incumbent is gone outside a handoff: apply the restart policy.
+    /// The incumbent is gone outside a handoff: apply the restart policy,
+    /// rolling back first if it was a new build on probation.
     fn incumbent_gone(&mut self, what: &str, success: bool) {
         if matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
+        let restarts = match self.config.restart.policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Always => true,
+        };
+        if restarts && let Some(why) = self.roll_back(what) {
+            self.schedule_restart(&why);
             return;
         }
         match self.config.restart.policy {
@@ -830,6 +867,39 @@ impl Daemon {
             RestartPolicy::OnFailure => self.schedule_restart(what),
             RestartPolicy::Always => self.schedule_restart(what),
         }
+    }
+
+    /// When the binary that just died was committed less than
+    /// `rollback.probation_ms` ago, make the previous one the service's
+    /// binary again and return the reason to restart with. Used once: the
+    /// previous binary is forgotten, so its own death is a plain restart.
+    fn roll_back(&mut self, what: &str) -> Option<String> {
+        let (previous, probation_end) = self.previous.take()?;
+        let now = Instant::now();
+        if now >= probation_end {
+            return None;
+        }
+        let after_commit_ms = self
+            .committed_at
+            .map_or(0, |t| now.duration_since(t).as_millis() as u64);
+        let bad = std::mem::replace(&mut self.binary, previous);
+        self.stats.rollbacks += 1;
+        let reason = format!(
+            "{what} {after_commit_ms} ms after its commit (rollback.probation_ms = {})",
+            self.config.rollback.probation.as_millis()
+        );
+        tracing::error!(target: events::ROLLED_BACK, bad_binary = %bad.display(), binary = %self.binary.display(), reason = %reason, after_commit_ms, "new build died on probation; rolling back to the previous binary");
+        self.rolled_back = Some(serde_json::json!({
+            "bad_binary": bad.display().to_string(),
+            "binary": self.binary.display().to_string(),
+            "reason": reason,
+            "after_commit_ms": after_commit_ms,
+        }));
+        Some(format!(
+            "{reason}; rolling back from {} to {}",
+            bad.display(),
+            self.binary.display()
+        ))
     }
 
     fn schedule_restart(&mut self, why: &str) {
@@ -951,7 +1021,14 @@ impl Daemon {
     // ----- status ------------------------------------------------------------
 
     fn announce_ready(&mut self, pid: u32) {
-        let line = format!("serving: incumbent pid {pid} ({})", self.binary.display());
+        let mut line = format!("serving: incumbent pid {pid} ({})", self.binary.display());
+        if let Some(bad) = self
+            .rolled_back
+            .as_ref()
+            .and_then(|r| r["bad_binary"].as_str())
+        {
+            line.push_str(&format!("; rolled back from {bad}"));
+        }
         if self.ready_sent {
             self.notifier.status(&line);
         } else {
@@ -1010,6 +1087,12 @@ impl Daemon {
                 "failed": self.stats.failed,
             },
             "restarts": self.stats.restarts,
+            "rollbacks": self.stats.rollbacks,
+            "previous_binary": self.previous.as_ref().map(|(b, _)| b.display().to_string()),
+            "probation_remaining_ms": self.previous.as_ref().map(|(_, end)| {
+                end.saturating_duration_since(Instant::now()).as_millis() as u64
+            }),
+            "rolled_back": self.rolled_back,
             "retiring_pids": self.retired.iter().map(|r| r.child.id()).collect::<Vec<_>>(),
             "last_handoff": self.last_handoff,
             "notify_socket": self.notifier.is_active(),

@@ -5,17 +5,72 @@
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Mode of a Unix-socket listener the daemon binds: connectable by every
+/// user, as systemd's `SocketMode=` default; restrict access with the
+/// directory's permissions.
+pub const UNIX_LISTENER_MODE: u32 = 0o666;
+
+/// One listening socket: TCP, or a Unix stream socket.
+pub enum Socket {
+    /// `host:port`.
+    Tcp(TcpListener),
+    /// A path.
+    Unix(UnixListener),
+}
+
+impl Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn address(&self) -> String {
+        match self {
+            Socket::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string()),
+            Socket::Unix(l) => unix_address(l),
+        }
+    }
+
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Socket::Tcp(l) => Socket::Tcp(l.try_clone()?),
+            Socket::Unix(l) => Socket::Unix(l.try_clone()?),
+        })
+    }
+}
+
+/// Where a listening socket is bound, to match it against the config.
+enum Local {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Local::Tcp(a) => write!(f, "{a}"),
+            Local::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
 
 /// The listening sockets, kept open until the process exits.
 pub enum Listeners {
     /// Received through `LISTEN_FDS`, named by `LISTEN_FDNAMES`.
     Inherited(Vec<(String, OwnedFd)>),
     /// Bound by this process.
-    Bound(Vec<(String, TcpListener)>),
+    Bound(Vec<(String, Socket)>),
     /// Copied out of a running incumbent (`pidfd_getfd`): the same sockets,
     /// so their accept queues never closed.
-    Adopted(Vec<(String, TcpListener)>),
+    Adopted(Vec<(String, Socket)>),
 }
 
 impl Listeners {
@@ -50,13 +105,19 @@ impl Listeners {
         Ok(Some(Listeners::Inherited(fds)))
     }
 
-    /// Bind each `(name, host:port)` (std sets `SO_REUSEADDR`).
+    /// Bind each `(name, address)`: `host:port` (std sets `SO_REUSEADDR`),
+    /// or a Unix socket path (see [`bind_unix`]).
     pub fn bind(specs: &[(String, String)], what: &str) -> Result<Self, String> {
         specs
             .iter()
             .map(|(name, addr)| {
+                if let Some(path) = crate::config::unix_path(addr) {
+                    return bind_unix(path)
+                        .map(|l| (name.clone(), Socket::Unix(l)))
+                        .map_err(|e| format!("cannot bind {what} {name}={addr}: {e}"));
+                }
                 TcpListener::bind(addr.as_str())
-                    .map(|l| (name.clone(), l))
+                    .map(|l| (name.clone(), Socket::Tcp(l)))
                     .map_err(|e| {
                         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                             ": another process listens there; stop it, or pick another address"
@@ -70,12 +131,12 @@ impl Listeners {
             .map(Listeners::Bound)
     }
 
-    /// Copy the listeners `specs` (`name`, `host:port`) out of the running
-    /// process `incumbent`: each is the listening TCP socket in its FD table
+    /// Copy the listeners `specs` (`name`, address) out of the running
+    /// process `incumbent`: each is the listening socket in its FD table
     /// bound to that address (with port 0, to that IP on any port, which
-    /// must then be unique). The copies are the same sockets (`pidfd_getfd`
-    /// duplicates the open file description), so clients queued on them are
-    /// never refused. `what` names where `specs` came from.
+    /// must then be unique; a Unix socket by its path). The copies are the
+    /// same sockets (`pidfd_getfd` duplicates the open file description), so
+    /// clients queued on them are never refused. `what` names where `specs` came from.
     pub fn adopt(
         incumbent: &handoff::fd::PidFd,
         specs: &[(String, String)],
@@ -85,22 +146,34 @@ impl Listeners {
         let listening = listening_sockets_of(incumbent)?;
         let mut adopted = Vec::with_capacity(specs.len());
         for (name, addr) in specs {
-            let wanted: Vec<SocketAddr> = addr
-                .to_socket_addrs()
-                .map_err(|e| format!("{what} {name}={addr}: not an address: {e}"))?
-                .collect();
-            let matches: Vec<&(SocketAddr, TcpListener)> = listening
+            let unix = crate::config::unix_path(addr);
+            let wanted: Vec<SocketAddr> = match unix {
+                Some(_) => Vec::new(),
+                None => addr
+                    .to_socket_addrs()
+                    .map_err(|e| format!("{what} {name}={addr}: not an address: {e}"))?
+                    .collect(),
+            };
+            let matches: Vec<&(Local, Socket)> = listening
                 .iter()
-                .filter(|(local, _)| {
-                    wanted.iter().any(|w| {
+                .filter(|(local, _)| match (local, unix) {
+                    (Local::Unix(path), Some(want)) => path == want,
+                    (Local::Tcp(local), None) => wanted.iter().any(|w| {
                         w.ip() == local.ip() && (w.port() == 0 || w.port() == local.port())
-                    })
+                    }),
+                    _ => false,
                 })
                 .collect();
             let listener = match matches.as_slice() {
                 [(_, one)] => one
                     .try_clone()
                     .map_err(|e| format!("cannot duplicate the adopted {name}: {e}"))?,
+                // A Unix socket the incumbent does not hold (it never took
+                // that listener) has no queue left: bind it afresh, which
+                // fails if anything else listens there.
+                [] if let Some(path) = unix => bind_unix(path)
+                    .map(Socket::Unix)
+                    .map_err(|e| format!("cannot bind {what} {name}={addr}: {e}"))?,
                 [] => {
                     let held: Vec<String> = listening.iter().map(|(a, _)| a.to_string()).collect();
                     return Err(format!(
@@ -154,25 +227,17 @@ impl Listeners {
                 .iter()
                 .map(|(n, f)| (n.clone(), local_address(f)))
                 .collect(),
-            Listeners::Bound(v) | Listeners::Adopted(v) => v
-                .iter()
-                .map(|(n, l)| {
-                    (
-                        n.clone(),
-                        l.local_addr()
-                            .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string()),
-                    )
-                })
-                .collect(),
+            Listeners::Bound(v) | Listeners::Adopted(v) => {
+                v.iter().map(|(n, l)| (n.clone(), l.address())).collect()
+            }
         }
     }
 }
 
-/// Every listening TCP socket in the FD table of `process`, once each (a
-/// socket open at several FD numbers is one socket), copied into ours.
-fn listening_sockets_of(
-    process: &handoff::fd::PidFd,
-) -> Result<Vec<(SocketAddr, TcpListener)>, String> {
+/// Every listening TCP or Unix-path socket in the FD table of `process`,
+/// once each (a socket open at several FD numbers is one socket), copied
+/// into ours.
+fn listening_sockets_of(process: &handoff::fd::PidFd) -> Result<Vec<(Local, Socket)>, String> {
     let pid = process.pid();
     let dir = format!("/proc/{pid}/fd");
     let entries = std::fs::read_dir(&dir)
@@ -205,12 +270,77 @@ fn listening_sockets_of(
         if !listening {
             continue;
         }
-        let listener = TcpListener::from(copy);
-        if let Ok(local) = listener.local_addr() {
-            found.push((local, listener));
+        let domain = nix::sys::socket::getsockopt(&copy, nix::sys::socket::sockopt::SockType)
+            .ok()
+            .filter(|t| *t == nix::sys::socket::SockType::Stream)
+            .and_then(|_| {
+                nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(copy.as_raw_fd())
+                    .ok()
+            })
+            .and_then(|a| nix::sys::socket::SockaddrLike::family(&a));
+        match domain {
+            Some(nix::sys::socket::AddressFamily::Unix) => {
+                let listener = UnixListener::from(copy);
+                if let Some(path) = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                {
+                    found.push((Local::Unix(path), Socket::Unix(listener)));
+                }
+            }
+            Some(_) => {
+                let listener = TcpListener::from(copy);
+                if let Ok(local) = listener.local_addr() {
+                    found.push((Local::Tcp(local), Socket::Tcp(listener)));
+                }
+            }
+            None => {}
         }
     }
     Ok(found)
+}
+
+/// Bind a Unix stream listener at `path`, mode [`UNIX_LISTENER_MODE`]. A
+/// socket file nobody listens on (left by a daemon that was stopped) is
+/// replaced; one that answers, or a file that is not a socket, is an error.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
+    stale_unix_socket(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_LISTENER_MODE))
+        .map_err(|e| format!("cannot set mode {UNIX_LISTENER_MODE:o} on it: {e}"))?;
+    Ok(listener)
+}
+
+/// Remove `path` when it is a socket nobody listens on; `Err` when it is in
+/// use or not a socket.
+pub fn stale_unix_socket(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.to_string()),
+        Ok(m) if !m.file_type().is_socket() => {
+            Err("the path exists and is not a socket: remove it, or pick another path".into())
+        }
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => Err("another process listens there: stop it, or pick another path".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove the stale socket: {e}"))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// `unix:<path>` of a Unix listener.
+fn unix_address(listener: &UnixListener) -> String {
+    match listener.local_addr() {
+        Ok(a) => a.as_pathname().map_or_else(
+            || "unix (unnamed)".into(),
+            |p| format!("unix:{}", p.display()),
+        ),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 /// What to do when `pidfd_getfd` is refused.
@@ -237,15 +367,8 @@ fn local_address(fd: &OwnedFd) -> String {
     };
     match TcpListener::from(copy).local_addr() {
         Ok(a) => a.to_string(),
-        Err(_) => match fd
-            .try_clone()
-            .map(UnixListener::from)
-            .and_then(|u| u.local_addr())
-        {
-            Ok(a) => a.as_pathname().map_or_else(
-                || "unix (unnamed)".into(),
-                |p| format!("unix:{}", p.display()),
-            ),
+        Err(_) => match fd.try_clone() {
+            Ok(copy) => unix_address(&UnixListener::from(copy)),
             Err(e) => format!("unknown ({e})"),
         },
     }

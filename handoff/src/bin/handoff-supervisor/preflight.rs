@@ -54,8 +54,24 @@ pub fn problems(config: &DaemonConfig, bind_listeners: bool) -> Vec<String> {
 fn listener_problems(config: &DaemonConfig, bind: bool) -> Vec<String> {
     let mut found = Vec::new();
     let mut seen: Vec<(String, SocketAddr)> = Vec::new();
+    let mut seen_paths: Vec<(String, &Path)> = Vec::new();
     for (name, addr) in &config.listeners {
         let key = format!("listeners.{name} = {addr:?}");
+        if let Some(path) = crate::config::unix_path(addr) {
+            if let Some((other, _)) = seen_paths.iter().find(|(_, p)| *p == path) {
+                found.push(format!(
+                    "{key}: the same path as listeners.{other}: each listener needs its own"
+                ));
+                continue;
+            }
+            seen_paths.push((name.clone(), path));
+            if let Err(why) = socket_directory(path, true) {
+                found.push(format!("{key}: {why}"));
+            } else if bind && let Err(why) = unix_listener_free(path, &config.control_socket) {
+                found.push(format!("{key}: {why}"));
+            }
+            continue;
+        }
         let resolved: Vec<SocketAddr> = match addr.to_socket_addrs() {
             Ok(r) => r.collect(),
             Err(e) => {
@@ -97,6 +113,29 @@ fn listener_problems(config: &DaemonConfig, bind: bool) -> Vec<String> {
         }
     }
     found
+}
+
+/// A Unix listener's path is free (absent, or a socket nobody listens on,
+/// which the start replaces), or held by the running service (which a
+/// daemon started now adopts). Changes nothing.
+fn unix_listener_free(path: &Path, control_socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot look at it: {e}")),
+        Ok(m) if !m.file_type().is_socket() => {
+            Err("the path exists and is not a socket: remove it, or pick another path".into())
+        }
+        Ok(_) => match UnixStream::connect(path) {
+            Err(_) => Ok(()),
+            Ok(_) if UnixStream::connect(control_socket).is_ok() => Ok(()),
+            Ok(_) => Err(
+                "a process listens there and no service answers on control_socket: stop it, \
+                 or pick another path"
+                    .into(),
+            ),
+        },
+    }
 }
 
 /// The directory a socket is bound in must exist (and, when we bind it, be
