@@ -587,37 +587,9 @@ impl Fixture {
     pub fn settle(&mut self, timeout: Duration) -> Result<Settled, String> {
         let mut observed = String::new();
         let settled = handoff::util::poll_until(timeout, POLL_STEP, || {
-            self.refresh();
-            let live = self.live();
-            observed = self.describe_state(&live);
-            if live.is_empty() {
-                return Some(Settled::NoService);
-            }
-            let [only] = live.as_slice() else {
-                return None;
-            };
-            let holders = procs::flock_holders(&self.lock_file()).unwrap_or_default();
-            let is_supervisor = self
-                .name_of(only.pid)
-                .is_some_and(|n| n.starts_with("supervisor-"));
-            if !is_supervisor
-                && holders.len() == 1
-                && holders[0].pid == only.pid
-                && self.holds_control_socket(only.pid)
-                && self.no_session_open(only.pid)
-                && self.serves_everywhere(only.pid)
-            {
-                self.refresh();
-                let name = self
-                    .name_of(only.pid)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("<unknown pid {}>", only.pid));
-                return Some(Settled::Incumbent {
-                    name,
-                    pid: only.pid,
-                });
-            }
-            None
+            self.settled_now(Self::serves_everywhere)
+                .map_err(|e| observed = e)
+                .ok()
         });
         settled.ok_or_else(|| {
             format!(
@@ -627,6 +599,40 @@ impl Fixture {
                  {observed}"
             )
         })
+    }
+
+    /// One look at whether the service has settled, as [`Fixture::settle`]
+    /// waits for it, with `serves` deciding whether the one live process
+    /// serves on every listener; `Err` says what was observed instead.
+    pub fn settled_now(&mut self, serves: impl Fn(&Self, u32) -> bool) -> Result<Settled, String> {
+        self.refresh();
+        let live = self.live();
+        if live.is_empty() {
+            return Ok(Settled::NoService);
+        }
+        if let [only] = live.as_slice() {
+            let holders = procs::flock_holders(&self.lock_file()).unwrap_or_default();
+            let is_supervisor = self
+                .name_of(only.pid)
+                .is_some_and(|n| n.starts_with("supervisor-"));
+            if !is_supervisor
+                && holders.len() == 1
+                && holders[0].pid == only.pid
+                && self.holds_control_socket(only.pid)
+                && self.no_session_open(only.pid)
+                && serves(self, only.pid)
+            {
+                self.refresh();
+                let name = self
+                    .name_of(only.pid)
+                    .map_or_else(|| format!("<unknown pid {}>", only.pid), str::to_string);
+                return Ok(Settled::Incumbent {
+                    name,
+                    pid: only.pid,
+                });
+            }
+        }
+        Err(self.describe_state(&live))
     }
 
     /// A one-line description of the live processes and the flock, for
