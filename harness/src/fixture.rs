@@ -141,6 +141,16 @@ pub struct ServiceCommand {
     pub listeners: Vec<String>,
 }
 
+/// Why a wait for [`Fixture::settled_now`] within `bound` failed, ending
+/// with what was `observed` last.
+pub fn not_settled(bound: Duration, observed: &str) -> String {
+    format!(
+        "the service did not settle within {bound:?} (waiting for: no supervisor, and one \
+         live service process holding the flock, bound to the control socket, with no \
+         session open and serving every listener, or none); last observed: {observed}"
+    )
+}
+
 /// A scenario's world.
 pub struct Fixture {
     dir: Option<tempfile::TempDir>,
@@ -591,14 +601,7 @@ impl Fixture {
                 .map_err(|e| observed = e)
                 .ok()
         });
-        settled.ok_or_else(|| {
-            format!(
-                "the service did not settle within {timeout:?} (waiting for: no supervisor, \
-                 and one live service process holding the flock, bound to the control \
-                 socket, with no session open and answering PING, or none); last observed: \
-                 {observed}"
-            )
-        })
+        settled.ok_or_else(|| not_settled(timeout, &observed))
     }
 
     /// One look at whether the service has settled, as [`Fixture::settle`]

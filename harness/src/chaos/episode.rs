@@ -43,7 +43,7 @@ use crate::client::{Client, ClientReport};
 use crate::evidence::{
     Evidence, KillRecord, MissedKill, Restart, RunOutcome, RunRecord, read_crash_record,
 };
-use crate::fixture::{Fixture, LISTENER_NAME, Settled};
+use crate::fixture::{Fixture, LISTENER_NAME, Settled, not_settled};
 use crate::invariants::{self, Check};
 use crate::reaper;
 use crate::report::{Observed, name_crash_record};
@@ -755,12 +755,7 @@ impl Driver<'_> {
             if Instant::now() >= deadline {
                 return Err(Halt::Violation(Check::fail(
                     "one-incumbent/settled",
-                    format!(
-                        "the service did not settle within {bound:?} (waiting for: no supervisor, \
-                         and one live service process that holds the flock, is bound to the \
-                         control socket and serves every listener, or none); last observed: \
-                         {last_observed}"
-                    ),
+                    not_settled(bound, &last_observed),
                 )));
             }
             nap(pending);
