@@ -310,6 +310,29 @@ pub fn request(addr: SocketAddr, line: &str, timeout: Duration) -> std::io::Resu
     }
 }
 
+/// One `PING` on a fresh connection, within `timeout`: the pid in its
+/// `PONG <pid>` reply. Waits for the server to close its side, so its
+/// connection is gone on return.
+pub fn ping(addr: SocketAddr, timeout: Duration) -> std::io::Result<u32> {
+    let mut conn = LineConn::connect(
+        addr,
+        ConnOptions::within(timeout.max(Duration::from_millis(1))),
+    )?;
+    conn.send("PING")?;
+    let line = match conn.read_reply(Patience::None) {
+        Reply::Line(line) => line,
+        Reply::Gone(e) => return Err(e),
+        Reply::Stalled | Reply::Stopped => return Err(ErrorKind::TimedOut.into()),
+    };
+    let pid = line
+        .strip_prefix("PONG ")
+        .and_then(|p| p.parse::<u32>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("expected PONG <pid>, got {line:?}")))?;
+    conn.writer.shutdown(std::net::Shutdown::Write)?;
+    std::io::copy(&mut conn.reader, &mut std::io::sink())?;
+    Ok(pid)
+}
+
 /// `GET` many keys over one connection (pipelined), within `timeout`.
 pub fn get_many(
     addr: SocketAddr,

@@ -141,6 +141,16 @@ pub struct ServiceCommand {
     pub listeners: Vec<String>,
 }
 
+/// Why a wait for [`Fixture::settled_now`] within `bound` failed, ending
+/// with what was `observed` last.
+pub fn not_settled(bound: Duration, observed: &str) -> String {
+    format!(
+        "the service did not settle within {bound:?} (waiting for: no supervisor, and one \
+         live service process holding the flock, bound to the control socket, with no \
+         session open and serving every listener, or none); last observed: {observed}"
+    )
+}
+
 /// A scenario's world.
 pub struct Fixture {
     dir: Option<tempfile::TempDir>,
@@ -587,15 +597,23 @@ impl Fixture {
     pub fn settle(&mut self, timeout: Duration) -> Result<Settled, String> {
         let mut observed = String::new();
         let settled = handoff::util::poll_until(timeout, POLL_STEP, || {
-            self.refresh();
-            let live = self.live();
-            observed = self.describe_state(&live);
-            if live.is_empty() {
-                return Some(Settled::NoService);
-            }
-            let [only] = live.as_slice() else {
-                return None;
-            };
+            self.settled_now(Self::serves_everywhere)
+                .map_err(|e| observed = e)
+                .ok()
+        });
+        settled.ok_or_else(|| not_settled(timeout, &observed))
+    }
+
+    /// One look at whether the service has settled, as [`Fixture::settle`]
+    /// waits for it, with `serves` deciding whether the one live process
+    /// serves on every listener; `Err` says what was observed instead.
+    pub fn settled_now(&mut self, serves: impl Fn(&Self, u32) -> bool) -> Result<Settled, String> {
+        self.refresh();
+        let live = self.live();
+        if live.is_empty() {
+            return Ok(Settled::NoService);
+        }
+        if let [only] = live.as_slice() {
             let holders = procs::flock_holders(&self.lock_file()).unwrap_or_default();
             let is_supervisor = self
                 .name_of(only.pid)
@@ -605,28 +623,19 @@ impl Fixture {
                 && holders[0].pid == only.pid
                 && self.holds_control_socket(only.pid)
                 && self.no_session_open(only.pid)
-                && self.serves_everywhere(only.pid)
+                && serves(self, only.pid)
             {
                 self.refresh();
                 let name = self
                     .name_of(only.pid)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("<unknown pid {}>", only.pid));
-                return Some(Settled::Incumbent {
+                    .map_or_else(|| format!("<unknown pid {}>", only.pid), str::to_string);
+                return Ok(Settled::Incumbent {
                     name,
                     pid: only.pid,
                 });
             }
-            None
-        });
-        settled.ok_or_else(|| {
-            format!(
-                "the service did not settle within {timeout:?} (waiting for: no supervisor, \
-                 and one live service process holding the flock, bound to the control \
-                 socket, with no session open and answering PING, or none); last observed: \
-                 {observed}"
-            )
-        })
+        }
+        Err(self.describe_state(&live))
     }
 
     /// A one-line description of the live processes and the flock, for

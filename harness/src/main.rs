@@ -133,7 +133,10 @@ fn repro(name: &str, keep: bool) -> ExitCode {
     let mut report = runner::run(&scenario);
     println!("{}", scenario.summary);
     println!();
-    println!("{}", harness::timeline::render(&report));
+    println!(
+        "{}",
+        harness::timeline::render(&report.scenario.name, &report.observed)
+    );
     println!("invariants:");
     print!("{}", harness::timeline::checks_text(&report));
     if let Some(e) = &report.error {

@@ -123,16 +123,8 @@ pub struct Report {
     pub first_lock_inode: Option<u64>,
     /// Invariant results.
     pub checks: Vec<Check>,
-    /// Every process.
-    pub processes: Vec<ProcEntry>,
-    /// Every event log.
-    pub logs: Vec<ProcessLog>,
-    /// Names for ids, pids, paths.
-    pub normaliser: Normaliser,
-    /// Crash points that fired: `(point, process)`.
-    pub fired: Vec<(String, String)>,
-    /// Crash points reached (a `handoff.crash` event), whatever their action.
-    pub reached: std::collections::BTreeSet<String>,
+    /// What the fixture recorded.
+    pub observed: Observed,
     /// The directory, removed on drop unless kept.
     pub dir_guard: Option<tempfile::TempDir>,
 }
@@ -151,11 +143,7 @@ impl Report {
             final_incumbent: None,
             first_lock_inode: None,
             checks: Vec::new(),
-            processes: Vec::new(),
-            logs: Vec::new(),
-            normaliser: Normaliser::default(),
-            fired: Vec::new(),
-            reached: std::collections::BTreeSet::new(),
+            observed: Observed::default(),
             dir_guard: None,
         }
     }
@@ -169,10 +157,60 @@ impl Report {
         self.dir.clone()
     }
 
-    /// Take the processes and logs from the fixture and build the names.
+    /// Take what the fixture recorded; a malformed event log fails a check.
     pub fn collect(&mut self, fx: &Fixture) {
-        self.processes = fx.processes().to_vec();
-        self.logs = fx.logs();
+        self.observed = Observed::collect(fx);
+        self.checks.extend(self.observed.malformed_logs());
+    }
+
+    /// True when nothing failed.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.checks.iter().all(|c| c.ok)
+    }
+
+    /// Crash points that fired (their names).
+    pub fn fired_points(&self) -> Vec<String> {
+        self.observed.fired.iter().map(|(p, _)| p.clone()).collect()
+    }
+}
+
+/// The crash record's `(point, pid)` entries with the fixture's process
+/// names for the pids.
+pub fn name_crash_record(fx: &Fixture, record: &[(String, u32)]) -> Vec<(String, String)> {
+    record
+        .iter()
+        .map(|(point, pid)| {
+            let name = fx.name_of(*pid);
+            (
+                point.clone(),
+                name.map_or_else(|| format!("pid {pid}"), str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// What the fixture recorded of a run, as plain data: every process, every
+/// event log, the names that make them readable, and the crash points. A
+/// scenario's report and a chaos episode both take it from their fixture.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Every process.
+    pub processes: Vec<ProcEntry>,
+    /// Every event log.
+    pub logs: Vec<ProcessLog>,
+    /// Names for ids, pids, paths.
+    pub normaliser: Normaliser,
+    /// Crash points that fired: `(point, process)`.
+    pub fired: Vec<(String, String)>,
+    /// Crash points reached (a `handoff.crash` event), whatever their action.
+    pub reached: std::collections::BTreeSet<String>,
+}
+
+impl Observed {
+    /// Take the processes and logs from the fixture and build the names.
+    pub fn collect(fx: &Fixture) -> Self {
+        let processes = fx.processes().to_vec();
+        let logs = fx.logs();
         let root = fx.root().to_string_lossy().into_owned();
         let bin_dir = fx
             .bins()
@@ -183,56 +221,48 @@ impl Report {
         let exe = std::env::current_exe()
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut n = Normaliser::new(vec![
+        let mut normaliser = Normaliser::new(vec![
             (root, "<dir>".into()),
             (bin_dir, "<bin>".into()),
             (exe, "<impostor>".into()),
         ]);
-        for p in &self.processes {
+        for p in &processes {
             if let Some(pid) = p.pid {
-                n.learn_pid(pid, &p.name);
+                normaliser.learn_pid(pid, &p.name);
             }
         }
-        n.learn_ids(&self.logs);
-        self.normaliser = n;
-        self.fired = read_crash_record(&fx.crash_record())
-            .into_iter()
-            .map(|(point, pid)| {
-                let name = fx.name_of(pid);
-                (
-                    point,
-                    name.map_or_else(|| format!("pid {pid}"), str::to_string),
-                )
-            })
-            .collect();
-        self.reached = self
-            .logs
+        normaliser.learn_ids(&logs);
+        let fired = name_crash_record(fx, &read_crash_record(&fx.crash_record()));
+        let reached = logs
             .iter()
             .flat_map(|l| l.events.iter())
             .filter(|e| e.name == handoff::events::CRASH)
             .filter_map(|e| e.str_field("point").map(str::to_string))
             .collect();
-        for log in &self.logs {
-            if !log.bad_lines.is_empty() {
-                self.checks.push(Check::fail(
+        Self {
+            processes,
+            logs,
+            normaliser,
+            fired,
+            reached,
+        }
+    }
+
+    /// A failed check for each event log with lines that are not events.
+    pub fn malformed_logs(&self) -> Vec<Check> {
+        self.logs
+            .iter()
+            .filter(|log| !log.bad_lines.is_empty())
+            .map(|log| {
+                Check::fail(
                     "event-log-well-formed",
                     format!(
                         "{}: lines that are not events: {:?}",
                         log.process, log.bad_lines
                     ),
-                ));
-            }
-        }
-    }
-
-    /// True when nothing failed.
-    pub fn passed(&self) -> bool {
-        self.error.is_none() && self.checks.iter().all(|c| c.ok)
-    }
-
-    /// Crash points that fired (their names).
-    pub fn fired_points(&self) -> Vec<String> {
-        self.fired.iter().map(|(p, _)| p.clone()).collect()
+                )
+            })
+            .collect()
     }
 }
 

@@ -125,6 +125,7 @@ enum Cut {
 /// The raw handoff id a supervisor run used (its first `handoff_id`).
 fn raw_id(report: &Report, supervisor: &str) -> Option<String> {
     report
+        .observed
         .logs
         .iter()
         .find(|l| l.process == supervisor)?
@@ -144,7 +145,7 @@ fn kept_logs(report: &Report) -> Vec<(ProcessLog, Cut)> {
         .collect();
     // A racy process may not exist at all in one branch (a successor never
     // spawned): it is listed, empty, either way.
-    let mut logs = report.logs.clone();
+    let mut logs = report.observed.logs.clone();
     if let Some(r) = racy {
         for (process, _) in &r.truncate_after {
             if !logs.iter().any(|l| l.process == *process) {
@@ -159,6 +160,7 @@ fn kept_logs(report: &Report) -> Vec<(ProcessLog, Cut)> {
     logs.iter()
         .map(|log| {
             let kind = report
+                .observed
                 .processes
                 .iter()
                 .find(|p| p.name == log.process)
@@ -182,7 +184,8 @@ fn kept_logs(report: &Report) -> Vec<(ProcessLog, Cut)> {
                 .filter(|e| {
                     !racy.is_some_and(|r| {
                         r.drop.iter().any(|(p, pattern)| {
-                            *p == log.process && report.normaliser.event(e).starts_with(pattern)
+                            *p == log.process
+                                && report.observed.normaliser.event(e).starts_with(pattern)
                         })
                     })
                 })
@@ -233,7 +236,7 @@ pub fn view(report: &Report) -> SnapshotView {
     let racy = s.racy.as_ref();
     let kept = kept_logs(report);
     let logs: Vec<ProcessLog> = kept.iter().map(|(l, _)| l.clone()).collect();
-    let mut normaliser = report.normaliser.without_ids();
+    let mut normaliser = report.observed.normaliser.without_ids();
     normaliser.learn_ids(&logs);
 
     let handoffs = report

@@ -9,7 +9,7 @@ use crate::eventlog::{self, Normaliser};
 use crate::fixture::ProcEntry;
 use crate::fixture::ProcKind;
 use crate::invariants::Check;
-use crate::report::Report;
+use crate::report::{Observed, Report};
 
 /// Width of one column.
 const COLUMN: usize = 34;
@@ -31,10 +31,10 @@ fn role_letter(kind: Option<ProcKind>) -> &'static str {
     }
 }
 
-/// Render the report's timeline.
-pub fn render(report: &Report) -> String {
-    let mut columns: Vec<String> = report.logs.iter().map(|l| l.process.clone()).collect();
-    for p in &report.processes {
+/// Render the timeline of what was observed in the run called `title`.
+pub fn render(title: &str, seen: &Observed) -> String {
+    let mut columns: Vec<String> = seen.logs.iter().map(|l| l.process.clone()).collect();
+    for p in &seen.processes {
         if p.exit.is_some() && !columns.contains(&p.name) {
             columns.push(p.name.clone());
         }
@@ -43,8 +43,7 @@ pub fn render(report: &Report) -> String {
     // Supervisors first reads oddly across generations; order S, then peers
     // by index is what `process_order` gives, which keeps O left of N.
     let kind_of = |name: &str| {
-        report
-            .processes
+        seen.processes
             .iter()
             .find(|p| p.name == name)
             .map(|p| p.kind)
@@ -52,9 +51,9 @@ pub fn render(report: &Report) -> String {
     let col_of = |name: &str| columns.iter().position(|c| c == name).unwrap_or(0);
 
     let mut rows: Vec<Row> = Vec::new();
-    for log in &report.logs {
+    for log in &seen.logs {
         for ev in &log.events {
-            let line = report.normaliser.event(ev);
+            let line = seen.normaliser.event(ev);
             let line = line.strip_prefix("handoff.").unwrap_or(&line).to_string();
             rows.push(Row {
                 mono_ns: ev.mono_ns,
@@ -63,7 +62,7 @@ pub fn render(report: &Report) -> String {
             });
         }
     }
-    for p in &report.processes {
+    for p in &seen.processes {
         if let Some(exit) = p.exit {
             rows.push(Row {
                 mono_ns: exit.reaped_mono_ns,
@@ -84,9 +83,8 @@ pub fn render(report: &Report) -> String {
     let t0 = rows.first().map_or(0, |r| r.mono_ns);
 
     let mut out = format!(
-        "timeline of {} (ms since the first event; S supervisor, O cold-started incumbent, \
-         N successor)\n",
-        report.scenario.name
+        "timeline of {title} (ms since the first event; S supervisor, O cold-started \
+         incumbent, N successor)\n"
     );
     if columns.len() > MAX_COLUMNS {
         for r in &rows {
@@ -162,7 +160,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// The invariant results, one per line.
 pub fn checks_text(report: &Report) -> String {
-    checks_lines(&report.checks, &report.normaliser)
+    checks_lines(&report.checks, &report.observed.normaliser)
 }
 
 /// `checks`, one per line, pids and paths named by `normaliser`.
@@ -222,11 +220,11 @@ pub fn failure_text(report: &Report) -> String {
         ));
     }
     out.push_str("\nprocesses:\n");
-    out.push_str(&processes_lines(&report.processes, |_| false));
+    out.push_str(&processes_lines(&report.observed.processes, |_| false));
     out.push_str("\ninvariants:\n");
     out.push_str(&checks_text(report));
     out.push('\n');
-    out.push_str(&render(report));
+    out.push_str(&render(&report.scenario.name, &report.observed));
     if report.dir_kept {
         out.push_str(&format!(
             "\nlogs kept in {} (event logs *.jsonl, outputs *.stdout/*.stderr)\n",

@@ -157,10 +157,10 @@ fn coverage_trial(
             )
             .into());
         }
-        reached.extend(report.reached.iter().cloned());
+        reached.extend(report.observed.reached.iter().cloned());
         reached_by_path.push((
             scenario.name.clone(),
-            report.reached.iter().cloned().collect(),
+            report.observed.reached.iter().cloned().collect(),
         ));
         report.dir_guard.take();
     }

@@ -5,8 +5,8 @@
 //! that stamps the moment it exited.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -481,7 +481,7 @@ impl Service {
                     format!("pid {pid} did not answer PING in time"),
                 ));
             }
-            let answered = ping(self.addr, left)?;
+            let answered = crate::client::ping(self.addr, left)?;
             let at = monotonic_ns();
             if answered == pid {
                 return Ok(at);
@@ -516,29 +516,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// One `PING` on a fresh connection; returns the pid in `PONG <pid>`. Waits
-/// for the server to close its side, so its connection is gone on return.
-pub fn ping(addr: SocketAddr, timeout: Duration) -> io::Result<u32> {
-    let timeout = timeout.max(Duration::from_millis(1));
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    (&stream).write_all(b"PING\n")?;
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let pid = line
-        .trim()
-        .strip_prefix("PONG ")
-        .and_then(|p| p.parse::<u32>().ok())
-        .ok_or_else(|| io::Error::other(format!("expected PONG <pid>, got {line:?}")))?;
-    stream.shutdown(Shutdown::Write)?;
-    let mut rest = Vec::new();
-    reader.read_to_end(&mut rest)?;
-    Ok(pid)
 }
 
 #[cfg(test)]

@@ -43,12 +43,12 @@ use crate::client::{Client, ClientReport};
 use crate::evidence::{
     Evidence, KillRecord, MissedKill, Restart, RunOutcome, RunRecord, read_crash_record,
 };
-use crate::fixture::{Fixture, LISTENER_NAME, Settled};
+use crate::fixture::{Fixture, LISTENER_NAME, Settled, not_settled};
 use crate::invariants::{self, Check};
 use crate::reaper;
-use crate::report::Report;
+use crate::report::{Observed, name_crash_record};
 use crate::rules;
-use crate::scenario::{Scenario, SuccessorBinary, Timeouts};
+use crate::scenario::{SuccessorBinary, Timeouts};
 use crate::timeline;
 
 /// Poll step of every watch loop (pacing, never a synchronisation).
@@ -755,12 +755,7 @@ impl Driver<'_> {
             if Instant::now() >= deadline {
                 return Err(Halt::Violation(Check::fail(
                     "one-incumbent/settled",
-                    format!(
-                        "the service did not settle within {bound:?} (waiting for: no supervisor, \
-                         and one live service process that holds the flock, is bound to the \
-                         control socket and serves every listener, or none); last observed: \
-                         {last_observed}"
-                    ),
+                    not_settled(bound, &last_observed),
                 )));
             }
             nap(pending);
@@ -931,17 +926,7 @@ impl Driver<'_> {
                 }
             }
         }
-        result.fired = crash_record
-            .iter()
-            .map(|(point, pid)| {
-                (
-                    point.clone(),
-                    self.fx
-                        .name_of(*pid)
-                        .map_or_else(|| format!("pid {pid}"), str::to_string),
-                )
-            })
-            .collect();
+        result.fired = name_crash_record(&self.fx, &crash_record);
     }
 
     /// Move what was found into the result; render the text and copy the
@@ -956,22 +941,14 @@ impl Driver<'_> {
         if !failed && !self.cfg.explain {
             return;
         }
-        let mut report = Report::new(&Scenario::new(
-            format!(
-                "chaos seed {:#x} episode {}",
-                self.cfg.run_seed, self.cfg.index
-            ),
-            self.cfg.schedule.words(),
-        ));
-        report.collect(&self.fx);
-        // Report::collect adds a check for malformed event logs.
-        for c in report.checks.drain(..) {
-            if !c.ok {
-                result.checks.push(c);
-            }
-        }
-        render::mark_kills(&mut report.logs, &result.kills);
-        let rendered = timeline::render(&report);
+        let mut seen = Observed::collect(&self.fx);
+        result.checks.extend(seen.malformed_logs());
+        render::mark_kills(&mut seen.logs, &result.kills);
+        let title = format!(
+            "chaos seed {:#x} episode {}",
+            self.cfg.run_seed, self.cfg.index
+        );
+        let rendered = timeline::render(&title, &seen);
         if let Some(dir) = artifacts
             && (failed || self.cfg.explain)
         {
@@ -986,7 +963,7 @@ impl Driver<'_> {
                 }
             }
         }
-        let text = render::episode_text(self.cfg, result, &report, &rendered);
+        let text = render::episode_text(self.cfg, result, &seen, &rendered);
         if let Some(dir) = &result.artifacts {
             let _ = std::fs::write(dir.join("failure.txt"), &text);
             if let Ok(json) = serde_json::to_string_pretty(&result.schedule) {

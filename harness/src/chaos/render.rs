@@ -6,7 +6,7 @@ use std::path::Path;
 use super::episode::{EpisodeConfig, EpisodeResult};
 use crate::eventlog::{Event, ProcessLog};
 use crate::evidence::{KillRecord, RunOutcome};
-use crate::report::Report;
+use crate::report::Observed;
 use crate::timeline;
 
 /// Put each kill in its victim's column of the timeline, at the instant it
@@ -67,7 +67,7 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 pub fn episode_text(
     cfg: &EpisodeConfig,
     r: &EpisodeResult,
-    report: &Report,
+    seen: &Observed,
     timeline: &str,
 ) -> String {
     let mut out = format!(
@@ -84,7 +84,7 @@ pub fn episode_text(
     if !violations.is_empty() {
         out.push_str("\nviolations:\n");
         for v in &violations {
-            out.push_str(&format!("  {}\n", report.normaliser.text(v)));
+            out.push_str(&format!("  {}\n", seen.normaliser.text(v)));
         }
     }
     out.push_str("\nsupervisor runs:\n");
@@ -147,11 +147,11 @@ pub fn episode_text(
         }
     }
     out.push_str("\nprocesses:\n");
-    out.push_str(&timeline::processes_lines(&report.processes, |pid| {
+    out.push_str(&timeline::processes_lines(&seen.processes, |pid| {
         r.kills.iter().any(|k| k.pid == pid)
     }));
     out.push_str("\ninvariants:\n");
-    out.push_str(&timeline::checks_lines(&r.checks, &report.normaliser));
+    out.push_str(&timeline::checks_lines(&r.checks, &seen.normaliser));
     out.push('\n');
     out.push_str(timeline);
     if let Some(dir) = &r.artifacts {

@@ -146,40 +146,10 @@ fn still_exiting(fx: &Fixture) -> Option<String> {
 
 fn settled_by_fixture(fx: &mut Fixture, mode: &ServiceMode) -> Result<Settled, String> {
     if mode.is_fake_peer() {
-        return fx
-            .settle(Duration::ZERO)
-            .map_err(|e| match e.split_once("last observed: ") {
-                Some((_, observed)) => observed.to_string(),
-                None => e,
-            });
+        fx.settled_now(Fixture::serves_everywhere)
+    } else {
+        fx.settled_now(|fx, pid| accepts_everywhere(fx, pid).is_ok())
     }
-    fx.refresh();
-    let live = fx.live();
-    if live.is_empty() {
-        return Ok(Settled::NoService);
-    }
-    if let [only] = live.as_slice() {
-        let holders = procs::flock_holders(&fx.lock_file()).unwrap_or_default();
-        let is_supervisor = fx
-            .name_of(only.pid)
-            .is_some_and(|n| n.starts_with("supervisor-"));
-        if !is_supervisor
-            && holders.len() == 1
-            && holders[0].pid == only.pid
-            && fx.holds_control_socket(only.pid)
-            && fx.no_session_open(only.pid)
-            && accepts_everywhere(fx, only.pid).is_ok()
-        {
-            let name = fx
-                .name_of(only.pid)
-                .map_or_else(|| format!("<unknown pid {}>", only.pid), str::to_string);
-            return Ok(Settled::Incumbent {
-                name,
-                pid: only.pid,
-            });
-        }
-    }
-    Err(fx.describe_state(&live))
 }
 
 /// The accept backlog of the listening TCP socket with `inode`, from the
